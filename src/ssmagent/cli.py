@@ -1,0 +1,395 @@
+"""``ssmagent``: train, evaluate and run tool-using Mamba policies.
+
+Every user error ends the same way: one line on stderr saying what was wrong and how to fix it,
+and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="A Mamba policy that solves long tasks by using tools.",
+)
+report_app = typer.Typer(no_args_is_help=True, help="Tables and plots generated from results/ and training logs.")
+app.add_typer(report_app, name="report")
+console = Console()
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit 2."""
+
+
+def _fail(message: str) -> None:
+    raise UserError(message)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        _fail(f"--device must be cpu, cuda or auto, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda: no CUDA device is available here; use --device cpu")
+    return name
+
+
+def _parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--sizes must be comma-separated positive integers like 10,100,1000, got {text!r}")
+    if not sizes or any(s < 1 for s in sizes):
+        _fail(f"--sizes must be comma-separated positive integers like 10,100,1000, got {text!r}")
+    return sizes
+
+
+def _task(name: str):
+    from ssmagent.tasks import TaskInputError, get_task
+
+    try:
+        return get_task(name)
+    except TaskInputError as err:
+        _fail(str(err))
+
+
+def bundled_checkpoint(task: str) -> Path:
+    return CHECKPOINT_DIR / f"{task}.safetensors"
+
+
+def _load(path: str | None, task_name: str, device: str):
+    from ssmagent.agent import Tokenizer
+    from ssmagent.model import CheckpointError, load_checkpoint
+
+    target = Path(path) if path else bundled_checkpoint(task_name)
+    if not target.exists():
+        hint = "pass --checkpoint PATH" if path is None else "check the path"
+        _fail(f"checkpoint {target} not found; {hint} (train one with `ssmagent train {task_name}`)")
+    try:
+        ckpt = load_checkpoint(target, device=device)
+    except CheckpointError as err:
+        _fail(str(err))
+    trained_on = ckpt.meta.get("task")
+    if trained_on and trained_on != task_name:
+        _fail(f"checkpoint {target} was trained on {trained_on!r}, not {task_name!r}")
+    return ckpt, Tokenizer(ckpt.vocab), target
+
+
+@app.command()
+def solve(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. addition.")],
+    args: Annotated[list[str] | None, typer.Argument(help="An explicit instance, e.g. `123 456` for addition.")] = None,
+    size: Annotated[int, typer.Option(help="Size of a random instance (when no explicit one is given).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the random instance.")] = -1,
+    checkpoint: Annotated[str | None, typer.Option(help="Checkpoint (default: the bundled one).")] = None,
+    policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
+    save: Annotated[Path | None, typer.Option(help="Append the trajectory to this JSONL file.")] = None,
+) -> None:
+    """Solve one instance and check the answer exactly."""
+    import numpy as np
+
+    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, run_episodes, task_commands, write_jsonl
+    from ssmagent.tasks import TaskInputError
+
+    the_task = _task(task)
+    if policy not in ("model", "expert"):
+        _fail(f"--policy must be model or expert, got {policy!r}")
+    if size < 1:
+        _fail(f"--size must be a positive integer, got {size}")
+    if seed < 0:
+        seed = int(np.random.default_rng().integers(2**31))
+    try:
+        instance = the_task.parse(args) if args else the_task.sample(size, np.random.default_rng(seed))
+    except TaskInputError as err:
+        _fail(str(err))
+    dev = _device(device)
+    state_bytes = None
+    if policy == "model":
+        ckpt, tokenizer, path = _load(checkpoint, task, dev)
+        runner = ModelPolicy(ckpt.model, tokenizer, batch_size=1)
+        state_bytes = runner.state.nbytes()
+    else:
+        tokenizer = Tokenizer.for_commands(task_commands(the_task))
+        runner = ExpertPolicy(the_task)
+    start = time.perf_counter()
+    (trajectory,) = run_episodes(the_task, [instance], runner, batch_size=1, seeds=[seed if not args else None])
+    seconds = time.perf_counter() - start
+    counts = trajectory.counts(tokenizer)
+    expected = the_task.answer(instance)
+    if save:
+        existing = [] if not save.exists() else list(__import__("ssmagent.agent", fromlist=["read_jsonl"]).read_jsonl(save))
+        write_jsonl(save, [*existing, trajectory])
+    out: dict[str, Any] = {
+        "task": task,
+        "size": the_task.size_of(instance),
+        "seed": None if args else seed,
+        "policy": policy,
+        "answer": trajectory.answer,
+        "expected": expected,
+        "correct": bool(trajectory.correct),
+        "truncated": trajectory.truncated,
+        "generated_tokens": counts["generated"],
+        "observed_tokens": counts["observed"],
+        "seconds": round(seconds, 4),
+        "tokens_per_second": round((counts["generated"] + counts["observed"]) / seconds, 1) if seconds else None,
+        "state_bytes": state_bytes,
+        "device": dev,
+    }
+    if as_json:
+        print(json.dumps(out))
+        return
+    _print_solve_summary(out, the_task.question(instance))
+
+
+def _short(text: str, keep: int = 24) -> str:
+    return text if len(text) <= 2 * keep + 5 else f"{text[:keep]}…{text[-keep:]} ({len(text):,} chars)"
+
+
+def _print_solve_summary(out: dict[str, Any], question: str) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    verdict = "[green]exact ✓[/]" if out["correct"] else "[red]WRONG ✗[/]" + (" (truncated)" if out["truncated"] else "")
+    table.add_row("problem", f"{out['task']}, size {out['size']:,}" + (f", seed {out['seed']}" if out["seed"] is not None else ""))
+    table.add_row("question", _short(question))
+    table.add_row("answer", _short(out["answer"]) or "(none)")
+    table.add_row("check", f"{verdict} against exact arithmetic")
+    table.add_row("tokens", f"{out['generated_tokens']:,} generated + {out['observed_tokens']:,} observed")
+    table.add_row("speed", f"{out['tokens_per_second']:,.0f} tokens/s, {out['seconds']:.2f} s on {out['device']}")
+    if out["state_bytes"] is not None:
+        table.add_row("state", f"{out['state_bytes']:,} bytes (conv + SSM states, constant in episode length)")
+    console.print(table)
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. addition.")],
+    max_size: Annotated[int, typer.Option(help="Largest instance size trained on.")] = 5,
+    config: Annotated[str, typer.Option(help="Model config: tiny or paper-130m.")] = "tiny",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(help="Episodes per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 100,
+    dt_min: Annotated[float, typer.Option(help="Smallest initial dt (short-memory init, DESIGN.md §7).")] = 0.05,
+    dt_max: Annotated[float, typer.Option(help="Largest initial dt.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Training seed (weights and data).")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Evaluate long problems every N steps; keep the best.")] = 250,
+    eval_sizes: Annotated[str, typer.Option(help="Sizes evaluated during training.")] = "100,1000",
+    eval_episodes: Annotated[int, typer.Option(help="Episodes per size during training.")] = 10,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/TASK-seedS).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present).")] = "auto",
+) -> None:
+    """Train on short instances by teacher forcing on expert trajectories."""
+    from ssmagent.model import CheckpointError
+    from ssmagent.train import TrainConfig
+    from ssmagent.train import train as run_training
+
+    _task(task)
+    cfg = TrainConfig(
+        task=task, max_size=max_size, config=config, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+        dt_min=dt_min, dt_max=dt_max, seed=seed, eval_every=eval_every, eval_sizes=tuple(_parse_sizes(eval_sizes)),
+        eval_episodes=eval_episodes, device=_device(device),
+    )
+    try:
+        cfg.validate()
+        from ssmagent.model import MambaConfig
+
+        MambaConfig.preset(config, vocab_size=8)
+    except ValueError as err:
+        _fail(str(err))
+    run_dir = out or Path("runs") / f"{task}-seed{seed}"
+    if not resume and (run_dir / "last.state.pt").exists():
+        _fail(f"{run_dir} already holds a run; pass --resume to continue it or --out to start elsewhere")
+    console.print(f"training {task} ≤{max_size} on {cfg.device}, config {config}, seed {seed} → {run_dir}")
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+    )
+    with progress:
+        bar = progress.add_task("train", total=steps, status="")
+        recent: list[float] = []
+
+        def on_log(entry: dict[str, Any]) -> None:
+            recent.append(entry["seconds"])
+            del recent[:-20]
+            status = f"loss {entry['loss']:.4f} · {len(recent) / max(sum(recent), 1e-9):.1f} steps/s"
+            if "eval" in entry:
+                accs = ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in entry["eval"].items())
+                progress.console.print(f"step {entry['step']}: loss {entry['loss']:.4g}, exact {accs} (best step {entry['best_step']})")
+            progress.update(bar, completed=entry["step"], status=status)
+
+        try:
+            result = run_training(cfg, run_dir, resume=resume, on_log=on_log)
+        except (FileNotFoundError, ValueError, CheckpointError) as err:
+            _fail(str(err))
+    console.print(f"best checkpoint: {run_dir / 'best.safetensors'} (step {result.best_step}, "
+                  f"exact {', '.join(f'{100 * s:.0f}%' for s in result.best_score)} longest first)")
+
+
+@app.command("eval")
+def evaluate(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. addition.")],
+    sizes: Annotated[str, typer.Option(help="Comma-separated sizes, e.g. 10,100,1000.")] = "10,100,1000",
+    episodes: Annotated[int, typer.Option(help="Episodes per size (hard instances first).")] = 100,
+    checkpoints: Annotated[str, typer.Option(help="Comma-separated checkpoint paths, or 'bundled'.")] = "bundled",
+    seed: Annotated[int, typer.Option(help="Data seed of the evaluation problems.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Episodes decoded together.")] = 64,
+    policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    name: Annotated[str, typer.Option(help="Results go to results/TASK/NAME.json (and .png with --plot).")] = "eval",
+    results_dir: Annotated[Path, typer.Option(help="Root of the results tree.")] = Path("results"),
+    plot: Annotated[bool, typer.Option(help="Also write a PNG plot of accuracy vs size.")] = False,
+) -> None:
+    """Length-generalisation sweep with the real tools: a table, a JSON file and a plot."""
+    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, task_commands
+    from ssmagent.eval import evaluate_size
+    from ssmagent.eval.report import accuracy_table, plot_accuracy, write_json_atomic
+
+    the_task = _task(task)
+    size_list = _parse_sizes(sizes)
+    if episodes < 1 or batch_size < 1:
+        _fail("--episodes and --batch-size must be positive integers")
+    if policy not in ("model", "expert"):
+        _fail(f"--policy must be model or expert, got {policy!r}")
+    if not name or "/" in name or name.startswith("."):
+        _fail(f"--name must be a plain file name, got {name!r}")
+    dev = _device(device)
+    names = [c.strip() for c in checkpoints.split(",") if c.strip()] if policy == "model" else ["expert"]
+    loaded = [_load(None if c == "bundled" else c, task, dev) for c in names] if policy == "model" else [None]
+    rows = []
+    total = len(names) * len(size_list) * episodes
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console) as progress:
+        bar = progress.add_task("eval", total=total, status="")
+        for label, item in zip(names, loaded):
+            results = []
+            for size in size_list:
+                if item is None:
+                    tokenizer = Tokenizer.for_commands(task_commands(the_task))
+                    runner = ExpertPolicy(the_task)
+                else:
+                    ckpt, tokenizer, _ = item
+                    runner = ModelPolicy(ckpt.model, tokenizer, batch_size=min(batch_size, episodes))
+                progress.update(bar, description=f"{Path(label).name} @ {size:,}")
+                result, _ = evaluate_size(the_task, runner, tokenizer, size, episodes, seed, batch_size,
+                                          on_episode=lambda i, t: progress.advance(bar))
+                results.append(result.to_json())
+            meta = item[0].meta if item else {}
+            rows.append({"checkpoint": label, "train": meta.get("train"), "step": meta.get("step"), "results": results})
+    data = {
+        "task": task, "size_unit": the_task.size_unit, "seed": seed, "episodes": episodes, "sizes": size_list,
+        "policy": policy, "device": dev, "trained_max_size": _trained_max_size(rows),
+        "command": "ssmagent " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "rows": rows,
+    }
+    out = results_dir / task / f"{name}.json"
+    write_json_atomic(out, data)
+    header, body = accuracy_table(data)
+    table = Table(*header, title=f"{task}: exact match, data seed {seed}")
+    for row in body:
+        table.add_row(*row)
+    console.print(table)
+    for row in rows:
+        for r in row["results"]:
+            steps = (r["generated_tokens"] + r["observed_tokens"]) / max(r["episodes"], 1)
+            console.print(f"{row['checkpoint']} @ {r['size']:,}: {r['seconds']:.1f} s, "
+                          f"{r['generated_tokens'] / r['episodes'] / r['size']:.1f} generated + "
+                          f"{r['observed_tokens'] / r['episodes'] / r['size']:.1f} observed tokens per {the_task.size_unit[:-1]}, "
+                          f"{steps:,.0f} decode steps per episode")
+    console.print(f"results → {out}")
+    if plot:
+        plot_accuracy(data, out.with_suffix(".png"))
+        console.print(f"plot → {out.with_suffix('.png')}")
+
+
+def _trained_max_size(rows: list[dict[str, Any]]) -> int | None:
+    sizes = {(r.get("train") or {}).get("max_size") for r in rows} - {None}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+@report_app.command("eval")
+def report_eval(
+    results: Annotated[Path, typer.Argument(help="A results/TASK/NAME.json file written by `ssmagent eval`.")],
+    plot: Annotated[Path | None, typer.Option(help="Also write the accuracy plot here.")] = None,
+) -> None:
+    """Print the markdown table of an eval results file (what the docs show)."""
+    from ssmagent.eval.report import accuracy_table, markdown_table, plot_accuracy, read_results
+
+    try:
+        data = read_results(results)
+    except ValueError as err:
+        _fail(str(err))
+    print(f"`{data['command']}`\n")
+    print(markdown_table(*accuracy_table(data)))
+    if plot:
+        plot_accuracy(data, plot)
+
+
+@report_app.command("training")
+def report_training(
+    run: Annotated[Path, typer.Argument(help="A run directory (with log.jsonl) written by `ssmagent train`.")],
+    plot: Annotated[Path, typer.Option(help="Where to write the training-curve PNG.")] = Path("docs/training-curve.png"),
+) -> None:
+    """Plot a run's training curve (loss and long-length accuracy) from its log."""
+    from ssmagent.eval.report import plot_training
+
+    log_path = run / "log.jsonl"
+    if not log_path.exists():
+        _fail(f"{log_path} not found; pass a run directory written by `ssmagent train`")
+    log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not log:
+        _fail(f"{log_path} is empty")
+    plot_training(log, plot, title=f"{run.name}: loss and exact match on long problems")
+    evals = [e for e in log if "eval" in e]
+    print(f"{len(log)} steps, {sum(e['seconds'] for e in log):.0f} s of training steps; final loss {log[-1]['loss']:.4g}")
+    for e in evals:
+        print(f"step {e['step']}: " + ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in e["eval"].items()))
+    print(f"plot → {plot}")
+
+
+@app.command("list")
+def list_things() -> None:
+    """Tasks, their envs and bundled checkpoints."""
+    from ssmagent.tasks import TASKS
+
+    table = Table("task", "env", "size counts", "bundled checkpoint")
+    for name, t in sorted(TASKS.items()):
+        path = bundled_checkpoint(name)
+        table.add_row(name, t.env_id, t.size_unit, f"{path.name} ({path.stat().st_size:,} B)" if path.exists() else "—")
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: typer, with every user error reduced to one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.UsageError as err:
+        print(f"error: {err.format_message()} (see `ssmagent {err.ctx.info_name if err.ctx else ''} --help`)".replace(" ssmagent ssmagent", " ssmagent"), file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)

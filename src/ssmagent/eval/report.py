@@ -1,0 +1,119 @@
+"""Results files, tables and plots: everything a doc shows is generated from ``results/``.
+
+A results file is one JSON object per ``ssmagent eval`` run: the command, the data seed, and
+one row per checkpoint with a ``SizeResult`` per size. Tables report every checkpoint (every
+training seed) and, where there are several, their mean ± spread (min–max).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+        data["rows"], data["sizes"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not an ssmagent eval results file ({err})") from None
+    return data
+
+
+def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per checkpoint, then mean ± spread when there are several."""
+    sizes = results["sizes"]
+    header = ["checkpoint", *[f"{s:,} {results.get('size_unit', '')}".strip() for s in sizes]]
+    rows = []
+    per_size: dict[int, list[float]] = {s: [] for s in sizes}
+    for row in results["rows"]:
+        cells = [row["checkpoint"]]
+        for r in row["results"]:
+            per_size[r["size"]].append(r["accuracy"])
+            cells.append(f"{100 * r['accuracy']:.0f} % ({r['correct']}/{r['episodes']})")
+        rows.append(cells)
+    if len(results["rows"]) > 1:
+        cells = ["mean ± spread (min–max)"]
+        for s in sizes:
+            acc = np.array(per_size[s]) * 100
+            cells.append(f"{acc.mean():.1f} % ({acc.min():.0f}–{acc.max():.0f})")
+        rows.append(cells)
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: dict[str, Any], path: Path) -> None:
+    """Exact-match accuracy vs size (log x), one line per checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in results["rows"]:
+        xs = [r["size"] for r in row["results"]]
+        ys = [100 * r["accuracy"] for r in row["results"]]
+        ax.plot(xs, ys, marker="o", label=row["checkpoint"])
+    ax.set_xscale("log")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(f"{results.get('size_unit', 'size')} (log scale)")
+    ax.set_ylabel("exact match (%)")
+    ax.set_title(f"{results['task']}: trained on ≤ {results.get('trained_max_size', '?')}, seed {results['seed']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(log: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Loss (log) and long-length eval accuracy against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([e["step"] for e in log], [e["loss"] for e in log], lw=0.8, color="tab:blue", label="training loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked cross-entropy", color="tab:blue")
+    evals = [e for e in log if "eval" in e]
+    if evals:
+        ax2 = ax.twinx()
+        for size in evals[0]["eval"]:
+            ax2.plot([e["step"] for e in evals], [100 * e["eval"][size] for e in evals], marker="o",
+                     label=f"exact @ {int(size):,}")
+        ax2.set_ylabel("exact match on long problems (%)")
+        ax2.set_ylim(-3, 103)
+        ax2.legend(loc="center right", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
