@@ -107,7 +107,7 @@ def solve(
     """Solve one instance and check the answer exactly."""
     import numpy as np
 
-    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, run_episodes, task_commands, write_jsonl
+    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, read_jsonl, run_episodes, task_commands, write_jsonl
     from ssmagent.tasks import TaskInputError
 
     the_task = _task(task)
@@ -125,7 +125,7 @@ def solve(
     state_bytes = None
     if policy == "model":
         ckpt, tokenizer, path = _load(checkpoint, task, dev)
-        runner = ModelPolicy(ckpt.model, tokenizer, batch_size=1)
+        runner = ModelPolicy(ckpt.model, tokenizer, 1, max_action_tokens=the_task.max_action_tokens)
         state_bytes = runner.state.nbytes()
     else:
         tokenizer = Tokenizer.for_commands(task_commands(the_task))
@@ -136,8 +136,7 @@ def solve(
     counts = trajectory.counts(tokenizer)
     expected = the_task.answer(instance)
     if save:
-        existing = [] if not save.exists() else list(__import__("ssmagent.agent", fromlist=["read_jsonl"]).read_jsonl(save))
-        write_jsonl(save, [*existing, trajectory])
+        write_jsonl(save, [*(read_jsonl(save) if save.exists() else []), trajectory])
     out: dict[str, Any] = {
         "task": task,
         "size": the_task.size_of(instance),
@@ -289,7 +288,7 @@ def evaluate(
                     runner = ExpertPolicy(the_task)
                 else:
                     ckpt, tokenizer, _ = item
-                    runner = ModelPolicy(ckpt.model, tokenizer, batch_size=min(batch_size, episodes))
+                    runner = ModelPolicy(ckpt.model, tokenizer, min(batch_size, episodes), max_action_tokens=the_task.max_action_tokens)
                 progress.update(bar, description=f"{Path(label).name} @ {size:,}")
                 result, _ = evaluate_size(the_task, runner, tokenizer, size, episodes, seed, batch_size,
                                           on_episode=lambda i, t: progress.advance(bar))

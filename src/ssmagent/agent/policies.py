@@ -71,7 +71,8 @@ class ModelPolicy(Policy):
         model: torch.nn.Module,
         tokenizer: Tokenizer,
         batch_size: int,
-        max_action_tokens: int = 256,
+        *,
+        max_action_tokens: int,
         on_tick: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model

@@ -86,7 +86,7 @@ def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             for t in trajectories:
                 f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
             f.flush()
@@ -98,7 +98,7 @@ def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
 
 
 def read_jsonl(path: str | Path) -> Iterator[Trajectory]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 try:

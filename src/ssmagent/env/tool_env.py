@@ -50,14 +50,19 @@ class ToolEnv(gym.Env[str, str]):
         self._last = ""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
-        """Start an episode: ``options={"instance": …}`` gives it explicitly, else one is drawn
-        at ``options["size"]`` (default: the env's size) from the env's seeded RNG."""
+        """Start an episode: ``options={"instance": …}`` gives it explicitly (at most the env's
+        size), else one of the env's size is drawn from the env's seeded RNG."""
         super().reset(seed=seed)
         options = options or {}
         if "instance" in options:
             self.instance = options["instance"]
+            if self.task.size_of(self.instance) > self.size:
+                raise TaskInputError(
+                    f"instance of size {self.task.size_of(self.instance)} does not fit this env "
+                    f"(size {self.size}); make the env with size >= the instance's"
+                )
         else:
-            self.instance = self.task.sample(int(options.get("size", self.size)), self.np_random)
+            self.instance = self.task.sample(self.size, self.np_random)
         question = self.task.question(self.instance)
         self._all_tools = self.task.make_tools()
         self._tools = {}
@@ -78,11 +83,15 @@ class ToolEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"an action is a str, got {type(action).__name__}")
         symbols = split_symbols(action)
-        for tool in self._all_tools:
-            tool.record(symbols)
         self._steps += 1
         thought, answer_part, command, error = self._parse(symbols)
         info: dict[str, Any] = {"thought": thought, "answer_part": answer_part, "command": command}
+        if not error:
+            for tool in self._all_tools:
+                tool.record(symbols)
+            if answer_part:
+                self._in_answer = True
+                self._answer.append(answer_part.removeprefix(ANSWER))
         reward, terminated = 0.0, False
         if error:
             observation = f"error: {error}"
@@ -102,26 +111,26 @@ class ToolEnv(gym.Env[str, str]):
         return observation, reward, terminated, truncated, info
 
     def _parse(self, symbols: list[str]) -> tuple[str, str, str, str]:
-        """Split an action into (thought, answer part, command, error).
+        """Split an action into (thought, answer part, command, error); changes nothing.
 
         The answer part is the ``⟨answer⟩`` marker, if this action writes it, and the answer
-        text of this action; every symbol before the last lands in thought or answer part.
+        text of this action. A malformed action is rejected whole: it changes nothing but the
+        step count, so an episode's tape and answer only ever hold well-formed actions.
         """
         command = symbols[-1] if symbols and is_command_symbol(symbols[-1]) else ""
         body = symbols[:-1] if command else symbols
+        in_answer = self._in_answer
         thought: list[str] = []
         answer_part: list[str] = []
         error = "" if command else "an action must end with one command, e.g. ⟨a?⟩, or ⟨end⟩"
         for symbol in body:
-            if symbol == ANSWER and not self._in_answer:
-                self._in_answer = True
-                answer_part.append(symbol)
-                continue
-            if is_command_symbol(symbol) and not error:
-                error = "only the last symbol of an action may be a command"
-            (answer_part if self._in_answer else thought).append(symbol)
-            if self._in_answer:
-                self._answer.append(symbol)
+            if symbol == ANSWER and not in_answer:
+                in_answer = True
+            elif is_command_symbol(symbol):
+                error = error or "only the last symbol of an action may be a command"
+            elif symbol not in CHARSET:
+                error = error or "actions are written in printable ASCII"
+            (answer_part if in_answer else thought).append(symbol)
         if not error and command != END and command[1:-1] not in self._tools:
             error = f"unknown command; this task's commands are {len(self._tools)} tool commands and ⟨end⟩"
         return "".join(thought), "".join(answer_part), command, error

@@ -92,7 +92,7 @@ def evaluate_model(
     """Greedy model rollouts with the real tools at each size."""
     results = []
     for size in sizes:
-        policy = ModelPolicy(model, tokenizer, batch_size=min(batch_size, episodes))
+        policy = ModelPolicy(model, tokenizer, min(batch_size, episodes), max_action_tokens=task.max_action_tokens)
         result, _ = evaluate_size(task, policy, tokenizer, size, episodes, seed, batch_size)
         results.append(result)
     return results

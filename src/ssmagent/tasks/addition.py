@@ -4,17 +4,19 @@ The question ``A+B=`` lives only on the tape; the policy reads it with two point
 format, one column per 7 tokens (5 generated), least significant digit first::
 
     ⟨a»+⟩⟨a<⟩⟨b»=⟩⟨b<⟩            setup: a on A's last digit, b on B's last digit
-    ⟨a,⟩ 7 ⟨b,⟩ 5  1 2 #          a column: step-read both operands, write carry-out, sum digit, #
-    ⟨a,⟩ ^ ⟨b,⟩ +  0 1 #          both read out, carry 1: one more column
+    ⟨a,⟩ 7 ⟨b,⟩ 5  2 # 1          a column: step-read both operands, write sum digit, #, carry-out
+    ⟨a,⟩ ^ ⟨b,⟩ +  1 # 0          both read out, carry 1: one more column
     ⟨a,⟩ ^ ⟨b,⟩ +  ⟨answer⟩⟨a$⟩   both read out, carry 0: the answer phase begins
     ⟨a«#⟩⟨a<⟩⟨a?⟩ 1  1            per answer digit: seek the previous #, step onto its sum digit,
     ...                           read it, write it (most significant first), 5 tokens
     ⟨a«#⟩⟨a<⟩⟨a?⟩ ^  ⟨end⟩        no # left: done
 
 (Observations are shown in the stream above but are not on the tape.) Every generated token
-is a function of the last 8 tokens: the carry is written 6 tokens before the next sum digit
-needs it, and each phase starts at a token that only that phase uses. About 12 tokens per
-digit, 9 of them generated.
+is a function of the last 6 tokens: the carry is the column's last token, 5 tokens before the
+next sum digit needs it, and each phase starts at a token that only that phase uses. The
+carry came first in an earlier version of this format, 8 tokens before its use; models then
+dropped carries after a few hundred columns (the first wrong token was always a sum digit
+one too small). About 12 tokens per digit, 9 of them generated.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Addition(Task[Sum]):
     name = "addition"
     env_id = "ssmagent/Addition-v0"
     size_unit = "digits"
+    max_action_tokens = 16
 
     def sample(self, size: int, rng: np.random.Generator) -> Sum:
         """Two operands, the longer of exactly ``size`` digits.
@@ -160,7 +163,7 @@ class AdditionExpert(Expert):
             total = _value(self._digit_a) + _value(observation) + self._carry
             self._carry, digit = divmod(total, 10)
             self._phase = "read_a"
-            return f"{self._carry}{digit}{COLUMN_END}" + cmd("a,")
+            return f"{digit}{COLUMN_END}{self._carry}" + cmd("a,")
         if self._phase == "seek":
             self._phase = "step"
             return cmd("a«#")

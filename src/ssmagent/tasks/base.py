@@ -2,7 +2,7 @@
 
 A task knows no model, env or policy. Its expert is a program that solves an instance *only
 through the tools*, one action at a time, with a bounded control state: its trajectories are
-the training data, and the locality test (``ssmagent.tasks.locality``) checks that a
+the training data, and the locality test (``ssmagent.eval.locality``) checks that a
 finite-state policy reading a short window could imitate it at any length.
 """
 
@@ -94,6 +94,10 @@ class Task(ABC, Generic[Instance]):
 
     @abstractmethod
     def to_json(self, instance: Instance) -> dict[str, Any]: ...
+
+    max_action_tokens: int = 256
+    """Longest action a policy may write; a model that writes more without a command is cut off
+    there (its action then earns an error observation) instead of decoding forever."""
 
     def max_observation_length(self, size: int) -> int:
         """Longest observation (the question included) at this size."""

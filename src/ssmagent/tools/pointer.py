@@ -103,7 +103,7 @@ class PointerTape(Tool):
         return missing
 
     def _parse(self, name: str) -> tuple[str, str, str]:
-        for p in self.spec.pointers:
+        for p in sorted(self.spec.pointers, key=len, reverse=True):
             rest = name[len(p):]
             if name.startswith(p) and rest:
                 return p, rest[0], rest[1:]
