@@ -287,8 +287,9 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             # G_t = dL/dh_t: from y_t directly, plus through h_{t+1} = exp(dt_{t+1} A) h_t + ...
             torch.mul(Cc[..., None], gyc[:, :, None, :], out=G)
             G[t - 1] += carry
+            g_, dA_ = G.unbind(0), dA.unbind(0)  # views, made once (indexing costs µs per call)
             for i in range(t - 2, -1, -1):
-                G[i].addcmul_(dA[i + 1], G[i + 1])
+                g_[i].addcmul_(dA_[i + 1], g_[i + 1])
             torch.mul(G, dA, out=tmp)  # dL/dh_{t-1} through step t ...
             carry.copy_(tmp[0])  # ... which for the chunk's first step goes to the previous chunk
             ga = tmp.mul_(hbuf[:t])  # (t, b, N, d)   dL/d(dt A) = G exp(dt A) h_{t-1}
@@ -330,8 +331,9 @@ class _Workspace:
         torch.exp2(torch.mul(dtc[:, :, None, :], A2T, out=dA), out=dA)  # (t, b, N, d)   exp(dt A)
         hbuf[0].copy_(h)
         torch.mul(Bc[..., None], dtxc[:, :, None, :], out=hbuf[1:])  # (t, b, N, d)   dt B x
+        h_, dA_ = hbuf.unbind(0), dA.unbind(0)  # views, made once (indexing costs µs per call)
         for i in range(t):
-            hbuf[i + 1].addcmul_(dA[i], hbuf[i])  # h_i = exp(dt_i A) h_{i-1} + dt_i B_i x_i
+            h_[i + 1].addcmul_(dA_[i], h_[i])  # h_i = exp(dt_i A) h_{i-1} + dt_i B_i x_i
         return hbuf
 
 
@@ -355,7 +357,8 @@ def selective_scan(
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, dt, A, B, C = (v.to(dtype) for v in (x, dt, A, B, C))
     h0 = None if h0 is None else h0.to(dtype)
-    y, h = _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, int(chunk_size))
+    with torch.autocast(device_type=x.device.type, enabled=False):  # the state stays float32 under AMP
+        y, h = _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, int(chunk_size))
     if D is not None:
         y = y + x * D.to(dtype)
     return y, h
@@ -529,7 +532,7 @@ class MambaLM(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
         self.scan_chunk_size = 8
-        self._decode_cache: tuple[tuple, list] | None = None
+        self._decode_cache: tuple | None = None  # see _decode_params
         self.reset_parameters()
 
     @property
@@ -625,12 +628,12 @@ class MambaLM(nn.Module):
         self._decode_cache = None
         return super().load_state_dict(*args, **kwargs)
 
-    def _decode_params(self) -> tuple[list[tuple], Tensor]:
-        """(per-layer tensors for ``step``, lm_head weight with norm_f folded in), cached."""
+    def _decode_params(self) -> tuple[list[tuple], Tensor, Tensor]:
+        """(per-layer tensors for ``step``, lm_head weight with norm_f folded in, d·eps), cached."""
         cache = self._decode_cache
         if cache is not None:
             params, key, prepared = cache
-            if key == tuple(p._version for p in params):
+            if key is not None and key == _versions(params):
                 return prepared
         params = list(self.parameters())
         cfg = self.cfg
@@ -648,7 +651,7 @@ class MambaLM(nn.Module):
                         f32(m.in_proj.weight) * (f32(block.norm.weight) * scale),  # (2 d_in, d_model)
                         f32(m.in_proj.bias),
                         torch.full((1,), cfg.d_model * cfg.norm_eps, device=m.D.device),  # d·eps
-                        f32(m.conv1d.weight[:, 0, :]).t().contiguous(),  # (K, d_in)
+                        f32(m.conv1d.weight[:, 0, :]).t().contiguous().unbind(0),  # K taps (d_in,)
                         f32(m.conv1d.bias),
                         f32(m.x_proj.weight),  # (R + 2N, d_in)
                         f32(m.dt_proj.weight),  # (d_in, R)
@@ -662,7 +665,7 @@ class MambaLM(nn.Module):
             head = f32(self.lm_head.weight) * (f32(self.backbone.norm_f.weight) * scale)  # (V, d_model)
             d_eps = torch.full((1,), cfg.d_model * cfg.norm_eps, device=head.device)
         prepared = (layers, head, d_eps)
-        self._decode_cache = (params, tuple(p._version for p in params), prepared)
+        self._decode_cache = (params, _versions(params), prepared)
         return prepared
 
     def step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
@@ -679,7 +682,7 @@ class MambaLM(nn.Module):
         return self._step(token_ids, state)
 
     def _step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
-        N, R, d_in = self.cfg.d_state, self.cfg.dt_rank, self.cfg.d_inner
+        N, R, d_in, K = self.cfg.d_state, self.cfg.dt_rank, self.cfg.d_inner, self.cfg.d_conv
         layers, head, d_eps = self._decode_params()
         conv_all = state.conv_state.transpose(-1, -2)  # (n_layer, B, K, d_in)
         ssm_all = state.ssm_state.transpose(-1, -2)  # (n_layer, B, N, d_in)
@@ -689,11 +692,14 @@ class MambaLM(nn.Module):
             r = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1) + eps)  # (B, 1)  sqrt(d)/rms(x)
             xz = F.linear(x * r, w_in, b_in)  # (B, 2 d_in)   in_proj(RMSNorm(x))
             xi, z = xz[:, :d_in], xz[:, d_in:]  # (B, d_in) each
-            window = torch.cat((cs[:, 1:], xi.unsqueeze(1)), dim=1)  # (B, K, d_in)   shift in x_t
-            cs.copy_(window)
-            xc = (window * conv_w).sum(1)  # (B, d_in)   the causal conv's newest output
-            if conv_b is not None:
-                xc = xc + conv_b
+            # causal conv, newest output: b + w_{K-1} x_t + sum_k w_k x_{t-K+1+k} (x from the state)
+            taps = cs.unbind(1)  # K views (B, d_in): x_{t-K} .. x_{t-1}
+            xc = xi * conv_w[-1] if conv_b is None else torch.addcmul(conv_b, xi, conv_w[-1])  # (B, d_in)
+            for k in range(K - 1):
+                xc.addcmul_(taps[k + 1], conv_w[k])
+            for k in range(K - 1):  # shift the window by one (front to back: each copy reads
+                taps[k].copy_(taps[k + 1])  # a slot before it is overwritten)
+            taps[-1].copy_(xi)
             xc = F.silu(xc)  # (B, d_in)
             dbc = F.linear(xc, w_x)  # (B, R + 2N)
             dt = F.softplus(F.linear(dbc[:, :R], w_dt, b_dt))  # (B, d_in)   Δ
@@ -707,3 +713,12 @@ class MambaLM(nn.Module):
                 x = torch.addmm(x + b_out, y, w_outT)
         r = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1) + d_eps)  # (B, 1)
         return F.linear(x * r, head)  # (B, V)   lm_head(norm_f(x))
+
+
+def _versions(params: list[Tensor]) -> tuple[int, ...] | None:
+    """The parameters' version counters; None for inference tensors (made under inference_mode),
+    which have none: then nothing is cached."""
+    try:
+        return tuple(p._version for p in params)
+    except RuntimeError:
+        return None

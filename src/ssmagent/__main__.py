@@ -1,0 +1,5 @@
+"""``python -m ssmagent`` is the ``ssmagent`` command."""
+
+from ssmagent.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""The command line: user errors are one line and exit 2; solve, eval and report work end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssmagent.cli import bundled_checkpoint
+
+
+def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ssmagent", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["solve", "addition", "12a", "5"], "not a non-negative decimal integer"),
+        (["solve", "addition", "-5", "3"], "not a non-negative decimal integer"),
+        (["solve", "addition", "1"], "two operands"),
+        (["solve", "addition", "1", "2", "3"], "two operands"),
+        (["solve", "nosuchtask"], "unknown task 'nosuchtask'"),
+        (["solve", "addition", "--size", "0"], "--size"),
+        (["solve", "addition", "1", "2", "--policy", "oracle"], "--policy"),
+        (["solve", "addition", "1", "2", "--checkpoint", "/no/such/file.safetensors"], "not found"),
+        (["solve", "addition", "1", "2", "--device", "tpu"], "--device"),
+        (["solve", "addition", "--bogus"], "No such option"),
+        (["eval", "addition", "--sizes", "10,x"], "--sizes"),
+        (["eval", "addition", "--sizes", "0"], "--sizes"),
+        (["eval", "addition", "--episodes", "0"], "--episodes"),
+        (["train", "addition", "--steps", "0"], "--steps"),
+        (["train", "addition", "--config", "huge"], "huge"),
+        (["train", "addition", "--dt-min", "1", "--dt-max", "0.5"], "dt-min"),
+        (["report", "eval", "/no/such.json"], "not an ssmagent eval results file"),
+    ],
+)
+def test_user_errors_are_one_line_on_stderr_with_exit_code_2(args, needle):
+    result = ssmagent(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_file_that_is_not_one_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    result = ssmagent("solve", "addition", "1", "2", "--checkpoint", str(bad))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_of_a_missing_run_is_a_user_error(tmp_path):
+    result = ssmagent("train", "addition", "--resume", "--out", str(tmp_path / "none"), "--device", "cpu")
+    assert result.returncode == 2 and "nothing to resume" in result.stderr
+
+
+def test_solve_json_with_the_expert_reports_the_exact_answer():
+    result = ssmagent("solve", "addition", "123456789", "987654321", "--policy", "expert", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["answer"] == "1111111110" and out["correct"] is True
+    assert out["generated_tokens"] > 0 and out["seconds"] >= 0
+
+
+def test_the_bundled_checkpoint_ships_in_the_package_and_within_4_mb():
+    path = bundled_checkpoint("addition")
+    assert path.exists(), "the addition checkpoint must ship in src/ssmagent/checkpoints"
+    assert path.stat().st_size <= 4 * 1024 * 1024
+
+
+def test_solve_with_the_bundled_model_adds_a_carry_chain_exactly():
+    result = ssmagent("solve", "addition", "9" * 60, "1", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["correct"] is True and out["answer"] == "1" + "0" * 60
+    assert out["state_bytes"] > 0
+
+
+def test_solve_prints_a_summary_with_the_check_tokens_and_state_size():
+    result = ssmagent("solve", "addition", "--size", "30", "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    for needle in ("exact", "generated", "tokens/s", "bytes"):
+        assert needle in result.stdout
+
+
+def test_eval_writes_results_a_table_and_a_plot_and_report_renders_them(tmp_path):
+    result = ssmagent(
+        "eval", "addition", "--policy", "expert", "--sizes", "3,40", "--episodes", "5",
+        "--results-dir", str(tmp_path), "--name", "smoke", "--plot",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "addition" / "smoke.json").read_text())
+    assert data["sizes"] == [3, 40] and data["rows"][0]["checkpoint"] == "expert"
+    assert all(r["accuracy"] == 1.0 and r["episodes"] == 5 for r in data["rows"][0]["results"])
+    assert (tmp_path / "addition" / "smoke.png").stat().st_size > 0
+    report = ssmagent("report", "eval", str(tmp_path / "addition" / "smoke.json"))
+    assert report.returncode == 0 and "| expert | 100 % (5/5) | 100 % (5/5) |" in report.stdout
