@@ -20,7 +20,7 @@ def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     ("args", "needle"),
     [
         (["solve", "addition", "12a", "5"], "not a non-negative decimal integer"),
-        (["solve", "addition", "-5", "3"], "not a non-negative decimal integer"),
+        (["solve", "addition", "--", "-5", "3"], "not a non-negative decimal integer"),
         (["solve", "addition", "1"], "two operands"),
         (["solve", "addition", "1", "2", "3"], "two operands"),
         (["solve", "nosuchtask"], "unknown task 'nosuchtask'"),

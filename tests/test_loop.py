@@ -168,3 +168,27 @@ def test_every_slot_is_ended_once_when_no_episode_is_left(addition, batch_size):
     run_episodes(addition, instances, policy, batch_size=batch_size)
     assert policy.begun == 6
     assert sorted(policy.ended) == list(range(min(batch_size, 6)))
+
+
+def _bundled_policy(batch_size: int):
+    from ssmagent.agent import ModelPolicy, Tokenizer
+    from ssmagent.cli import bundled_checkpoint
+    from ssmagent.model import load_checkpoint
+
+    ckpt = load_checkpoint(bundled_checkpoint("addition"))
+    return ModelPolicy(ckpt.model, Tokenizer(ckpt.vocab), batch_size, max_action_tokens=16)
+
+
+def test_model_rollouts_batched_equal_unbatched_and_solve_mixed_lengths(addition):
+    instances = mixed_instances(addition, 12, seed=11, max_size=60) + addition.hard_instances(25)
+    one_by_one = run_episodes(addition, instances, _bundled_policy(1), batch_size=1)
+    batched = run_episodes(addition, instances, _bundled_policy(4), batch_size=4)
+    assert dump(batched) == dump(one_by_one)
+    assert all(t.correct for t in batched)
+
+
+def test_model_policy_counts_the_tokens_it_generates(addition, tokenizer):
+    policy = _bundled_policy(2)
+    trajectories = run_episodes(addition, [Sum("958", "67"), Sum("0", "0")], policy, batch_size=2)
+    assert [t.answer for t in trajectories] == ["1025", "0"]
+    assert policy.generated_tokens == sum(t.counts(tokenizer)["generated"] for t in trajectories)

@@ -382,13 +382,20 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.UsageError as err:
-        print(f"error: {err.format_message()} (see `ssmagent {err.ctx.info_name if err.ctx else ''} --help`)".replace(" ssmagent ssmagent", " ssmagent"), file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
+        _one_line_error(str(err))
+    except (typer.Exit, click.exceptions.Exit) as err:
+        sys.exit(err.exit_code)
+    except (typer.Abort, click.exceptions.Abort):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    except Exception as err:
+        if not hasattr(err, "format_message"):  # a bug, not a usage error: keep its traceback
+            raise
+        # click's usage errors (typer vendors click, so match by interface, not by class)
+        command = getattr(getattr(err, "ctx", None), "command_path", "ssmagent")
+        _one_line_error(f"{err.format_message()} (see `{command} --help`)")
+
+
+def _one_line_error(message: str) -> None:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    sys.exit(2)

@@ -15,14 +15,13 @@ on thought, tool and answer tokens only.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssmagent.agent.tokenizer import Tokenizer
+from ssmagent.atomic import atomic_write_text
 
 KINDS = ("question", "thought", "tool", "obs", "answer")
 TRAINED_KINDS = frozenset({"thought", "tool", "answer"})
@@ -82,19 +81,7 @@ class Trajectory:
 
 def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
     """Write atomically: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for t in trajectories:
-                f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in trajectories))
 
 
 def read_jsonl(path: str | Path) -> Iterator[Trajectory]:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ssmagent.atomic import atomic_write
 from ssmagent.model.mamba import MambaConfig, MambaLM
 
 FORMAT = "ssmagent-mamba-1"
@@ -45,36 +45,6 @@ class Checkpoint:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync it, and rename it over ``path`` (same directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: MambaLM, vocab: list[str], meta: dict[str, Any]) -> Path:
@@ -102,7 +72,7 @@ def save_checkpoint(path: str | os.PathLike, model: MambaLM, vocab: list[str], m
         "vocab": json.dumps(vocab),
         "meta": meta_json,
     }
-    return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
@@ -172,7 +142,7 @@ def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmagent.agent import ExpertPolicy, Tokenizer, Trajectory, run_episodes, task_commands
+from ssmagent.atomic import atomic_write_text
 from ssmagent.eval.sweep import evaluate_model
 from ssmagent.model import MambaConfig, MambaLM, load_checkpoint, save_checkpoint
 from ssmagent.model.checkpoint import load_training_state, save_training_state
@@ -213,6 +214,4 @@ def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in log))
