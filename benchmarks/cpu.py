@@ -71,8 +71,10 @@ def bench_ours(model, batch: int, steps: int) -> float:
 def bench_transformers(model, batch: int, steps: int) -> float | None:
     try:
         from transformers import MambaForCausalLM
+        from transformers.utils import logging
     except ImportError:
         return None
+    logging.set_verbosity_error()  # it warns that mamba-ssm's kernels are absent: that is the CPU peer
     hf = MambaForCausalLM(model.config.to_hf_config())
     hf.load_state_dict(model.state_dict(), strict=False)
     hf.eval()
