@@ -117,10 +117,9 @@ def main() -> None:
     start = time.perf_counter()
     (trajectory,) = run_episodes(task, [instance], policy, batch_size=1)
     seconds = time.perf_counter() - start
-    counts = trajectory.counts(tokenizer)
-    total = counts["generated"] + counts["observed"]
+    total = trajectory.generated_tokens + trajectory.observed_tokens
     print(f"one {args.digits:,}-digit episode (seed 0): {seconds:.2f} s, {total:,} decode steps "
-          f"({counts['generated']:,} generated), {total / seconds:,.0f} steps/s, correct={trajectory.correct}")
+          f"({trajectory.generated_tokens:,} generated), {total / seconds:,.0f} steps/s, correct={trajectory.correct}")
 
 
 if __name__ == "__main__":

@@ -207,8 +207,7 @@ def test_expert_solves_10000_digits_exactly_at_9_generated_and_3_observed_tokens
     for instance, trajectory in zip(instances, trajectories):
         assert trajectory.correct and not trajectory.truncated
         assert trajectory.answer == add_decimal(instance.a, instance.b)
-        counts = trajectory.counts(tokenizer)
-        generated, observed = counts["generated"] / size, counts["observed"] / size
+        generated, observed = trajectory.generated_tokens / size, trajectory.observed_tokens / size
         print(f"{instance.a[:3]}…+{instance.b[:3]}…: {generated:.4f} generated, {observed:.4f} observed per digit")
         assert abs(generated - 9) <= 1
         assert abs(observed - 3) <= 1

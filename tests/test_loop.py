@@ -191,4 +191,4 @@ def test_model_policy_counts_the_tokens_it_generates(addition, tokenizer):
     policy = _bundled_policy(2)
     trajectories = run_episodes(addition, [Sum("958", "67"), Sum("0", "0")], policy, batch_size=2)
     assert [t.answer for t in trajectories] == ["1025", "0"]
-    assert policy.generated_tokens == sum(t.counts(tokenizer)["generated"] for t in trajectories)
+    assert policy.generated_tokens == sum(t.generated_tokens for t in trajectories)

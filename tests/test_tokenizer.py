@@ -139,8 +139,18 @@ def test_loss_mask_is_false_on_every_observation_token(tokenizer):
 
 
 def test_counts_are_generated_and_observed_tokens_without_bos(tokenizer):
-    assert small_trajectory().counts(tokenizer) == {"generated": 8, "observed": 1}
-    assert Trajectory("addition", 1).counts(tokenizer) == {"generated": 0, "observed": 0}
+    t = small_trajectory()
+    assert (t.generated_tokens, t.observed_tokens) == (8, 1)
+    ids, mask = t.stream(tokenizer)
+    assert t.generated_tokens == sum(mask) and t.observed_tokens == len(ids) - 1 - sum(mask)
+    assert (Trajectory("addition", 1).generated_tokens, Trajectory("addition", 1).observed_tokens) == (0, 0)
+
+
+def test_adding_without_keeping_counts_but_stores_no_segment():
+    t = Trajectory("addition", 1)
+    t.add("tool", "⟨a?⟩", keep=False)
+    t.add("obs", "7", keep=False)
+    assert t.segments == [] and (t.generated_tokens, t.observed_tokens) == (1, 1)
 
 
 # --- JSONL ------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def solve(
     """Solve one instance and check the answer exactly."""
     import numpy as np
 
-    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, read_jsonl, run_episodes, task_commands, write_jsonl
+    from ssmagent.agent import ExpertPolicy, ModelPolicy, read_jsonl, run_episodes, write_jsonl
     from ssmagent.tasks import TaskInputError
 
     the_task = _task(task)
@@ -128,12 +128,10 @@ def solve(
         runner = ModelPolicy(ckpt.model, tokenizer, 1, max_action_tokens=the_task.max_action_tokens)
         state_bytes = runner.state.nbytes()
     else:
-        tokenizer = Tokenizer.for_commands(task_commands(the_task))
         runner = ExpertPolicy(the_task)
     start = time.perf_counter()
     (trajectory,) = run_episodes(the_task, [instance], runner, batch_size=1, seeds=[seed if not args else None])
     seconds = time.perf_counter() - start
-    counts = trajectory.counts(tokenizer)
     expected = the_task.answer(instance)
     if save:
         write_jsonl(save, [*(read_jsonl(save) if save.exists() else []), trajectory])
@@ -146,10 +144,10 @@ def solve(
         "expected": expected,
         "correct": bool(trajectory.correct),
         "truncated": trajectory.truncated,
-        "generated_tokens": counts["generated"],
-        "observed_tokens": counts["observed"],
+        "generated_tokens": trajectory.generated_tokens,
+        "observed_tokens": trajectory.observed_tokens,
         "seconds": round(seconds, 4),
-        "tokens_per_second": round((counts["generated"] + counts["observed"]) / seconds, 1) if seconds else None,
+        "tokens_per_second": round((trajectory.generated_tokens + trajectory.observed_tokens) / seconds, 1) if seconds else None,
         "state_bytes": state_bytes,
         "device": dev,
     }
@@ -258,16 +256,22 @@ def evaluate(
     name: Annotated[str, typer.Option(help="Results go to results/TASK/NAME.json (and .png with --plot).")] = "eval",
     results_dir: Annotated[Path, typer.Option(help="Root of the results tree.")] = Path("results"),
     plot: Annotated[bool, typer.Option(help="Also write a PNG plot of accuracy vs size.")] = False,
+    failures: Annotated[int, typer.Option(help="Show the first N failed episodes: first wrong token, phase, context.")] = 0,
 ) -> None:
-    """Length-generalisation sweep with the real tools: a table, a JSON file and a plot."""
-    from ssmagent.agent import ExpertPolicy, ModelPolicy, Tokenizer, task_commands
+    """Length-generalisation sweep with the real tools: a table, a JSON file and a plot.
+
+    Episodes keep only their counts unless --failures asks for diagnoses, so memory stays flat
+    at any length; progress shows decode steps as they happen.
+    """
+    from ssmagent.agent import ExpertPolicy, ModelPolicy
     from ssmagent.eval import evaluate_size
+    from ssmagent.eval.diagnose import first_divergence
     from ssmagent.eval.report import accuracy_table, plot_accuracy, write_json_atomic
 
     the_task = _task(task)
     size_list = _parse_sizes(sizes)
-    if episodes < 1 or batch_size < 1:
-        _fail("--episodes and --batch-size must be positive integers")
+    if episodes < 1 or batch_size < 1 or failures < 0:
+        _fail("--episodes and --batch-size must be positive integers, --failures non-negative")
     if policy not in ("model", "expert"):
         _fail(f"--policy must be model or expert, got {policy!r}")
     if not name or "/" in name or name.startswith("."):
@@ -275,24 +279,30 @@ def evaluate(
     dev = _device(device)
     names = [c.strip() for c in checkpoints.split(",") if c.strip()] if policy == "model" else ["expert"]
     loaded = [_load(None if c == "bundled" else c, task, dev) for c in names] if policy == "model" else [None]
-    rows = []
-    total = len(names) * len(size_list) * episodes
+    rows, diagnoses = [], []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console) as progress:
-        bar = progress.add_task("eval", total=total, status="")
+                  TextColumn("{task.fields[status]}"), console=console) as progress:
+        bar = progress.add_task("eval", total=len(names) * len(size_list) * episodes, status="")
         for label, item in zip(names, loaded):
             results = []
             for size in size_list:
+                progress.update(bar, description=f"{Path(label).name} @ {size:,}")
                 if item is None:
-                    tokenizer = Tokenizer.for_commands(task_commands(the_task))
                     runner = ExpertPolicy(the_task)
                 else:
                     ckpt, tokenizer, _ = item
-                    runner = ModelPolicy(ckpt.model, tokenizer, min(batch_size, episodes), max_action_tokens=the_task.max_action_tokens)
-                progress.update(bar, description=f"{Path(label).name} @ {size:,}")
-                result, _ = evaluate_size(the_task, runner, tokenizer, size, episodes, seed, batch_size,
-                                          on_episode=lambda i, t: progress.advance(bar))
+                    runner = ModelPolicy(ckpt.model, tokenizer, min(batch_size, episodes),
+                                         max_action_tokens=the_task.max_action_tokens,
+                                         on_tick=_tick_status(progress, bar))
+                result, instances, trajectories = evaluate_size(
+                    the_task, runner, size, episodes, seed, batch_size,
+                    on_episode=lambda i, t: progress.advance(bar), keep_segments=failures > 0 and item is not None,
+                )
                 results.append(result.to_json())
+                if item is not None:
+                    for i in result.failures[: max(0, failures - len(diagnoses))]:
+                        found = first_divergence(the_task, instances[i], trajectories[i], item[1])
+                        diagnoses.append((label, size, i, instances[i], found))
             meta = item[0].meta if item else {}
             rows.append({"checkpoint": label, "train": meta.get("train"), "step": meta.get("step"), "results": results})
     data = {
@@ -309,15 +319,33 @@ def evaluate(
     console.print(table)
     for row in rows:
         for r in row["results"]:
-            steps = (r["generated_tokens"] + r["observed_tokens"]) / max(r["episodes"], 1)
+            per_item = the_task.size_unit.removesuffix("s")
             console.print(f"{row['checkpoint']} @ {r['size']:,}: {r['seconds']:.1f} s, "
                           f"{r['generated_tokens'] / r['episodes'] / r['size']:.1f} generated + "
-                          f"{r['observed_tokens'] / r['episodes'] / r['size']:.1f} observed tokens per {the_task.size_unit[:-1]}, "
-                          f"{steps:,.0f} decode steps per episode")
+                          f"{r['observed_tokens'] / r['episodes'] / r['size']:.1f} observed tokens per {per_item}, "
+                          f"peak memory {r['peak_rss_mib']:,.0f} MiB")
+    for label, size, index, instance, found in diagnoses:
+        console.print(f"[bold red]failed[/] {label} @ {size:,}, episode {index} {_short(json.dumps(the_task.to_json(instance)), 30)}")
+        if found:
+            console.print(f"  first wrong token at stream position {found.position:,} ({found.phase}): "
+                          f"expected {found.expected!r}, got {found.got!r}", markup=False)
+            console.print(f"  after: …{found.context}", markup=False)
     console.print(f"results → {out}")
     if plot:
         plot_accuracy(data, out.with_suffix(".png"))
         console.print(f"plot → {out.with_suffix('.png')}")
+
+
+def _tick_status(progress: Progress, bar: Any, every: int = 2000):
+    """An on_tick callback that shows decode steps and their rate as they happen."""
+    start = time.perf_counter()
+
+    def on_tick(ticks: int) -> None:
+        if ticks % every == 0:
+            rate = ticks / max(time.perf_counter() - start, 1e-9)
+            progress.update(bar, status=f"{ticks:,} decode steps · {rate:,.0f} steps/s")
+
+    return on_tick
 
 
 def _trained_max_size(rows: list[dict[str, Any]]) -> int | None:
@@ -327,20 +355,21 @@ def _trained_max_size(rows: list[dict[str, Any]]) -> int | None:
 
 @report_app.command("eval")
 def report_eval(
-    results: Annotated[Path, typer.Argument(help="A results/TASK/NAME.json file written by `ssmagent eval`.")],
+    results: Annotated[list[Path], typer.Argument(help="results/TASK/NAME.json files written by `ssmagent eval`.")],
     plot: Annotated[Path | None, typer.Option(help="Also write the accuracy plot here.")] = None,
 ) -> None:
-    """Print the markdown table of an eval results file (what the docs show)."""
-    from ssmagent.eval.report import accuracy_table, markdown_table, plot_accuracy, read_results
+    """Print the markdown table of eval results files, joined by checkpoint (what the docs show)."""
+    from ssmagent.eval.report import accuracy_table, markdown_table, merge_results, plot_accuracy, read_results
 
     try:
-        data = read_results(results)
+        data = merge_results([read_results(path) for path in results])
     except ValueError as err:
         _fail(str(err))
-    print(f"`{data['command']}`\n")
+    print("\n".join(f"`{command}`" for command in data["commands"]) + "\n")
     print(markdown_table(*accuracy_table(data)))
     if plot:
         plot_accuracy(data, plot)
+        print(f"\nplot → {plot}")
 
 
 @report_app.command("training")
@@ -363,6 +392,31 @@ def report_training(
     for e in evals:
         print(f"step {e['step']}: " + ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in e["eval"].items()))
     print(f"plot → {plot}")
+
+
+@report_app.command("memory")
+def report_memory(
+    checkpoint: Annotated[str, typer.Argument(help="A checkpoint path, or 'bundled'.")],
+    task: Annotated[str, typer.Option(help="Task whose episode drives the model.")] = "addition",
+    size: Annotated[int, typer.Option(help="Size of the episode dt is averaged over.")] = 100,
+    window: Annotated[int, typer.Option(help="Locality window to compare with (tokens).")] = 20,
+    plot: Annotated[Path | None, typer.Option(help="Write the per-channel memory plot here.")] = None,
+) -> None:
+    """Per-channel state memory (decay time from dt and A): how far back the model can count."""
+    from ssmagent.eval.memory import channel_memory, plot_memory
+
+    _task(task)
+    if size < 1 or window < 1:
+        _fail("--size and --window must be positive integers")
+    ckpt, tokenizer, path = _load(None if checkpoint == "bundled" else checkpoint, task, "cpu")
+    layers = channel_memory(ckpt.model, _task(task), tokenizer, size)
+    for layer in layers:
+        s = layer.summary(window)
+        print(f"layer {layer.layer}: median τ {s['median']:.1f} tokens, longest {s['max']:.1f}, "
+              f"{s[f'channels_over_{window}']:,} of {s['channels']:,} channels remember > {window} tokens")
+    if plot:
+        plot_memory(layers, plot, f"{path.name}: state memory over a {size}-{task} episode", window)
+        print(f"plot → {plot}")
 
 
 @app.command("list")

@@ -32,11 +32,13 @@ def run_episodes(
     batch_size: int = 64,
     seeds: Sequence[int | None] | None = None,
     on_episode: Callable[[int, Trajectory], None] | None = None,
+    keep_segments: bool = True,
 ) -> list[Trajectory]:
     """Run one episode per instance; trajectories come back in the order of ``instances``.
 
     ``on_episode(index, trajectory)`` is called as each episode ends (to save as you go, or
-    to show progress).
+    to show progress). ``keep_segments=False`` keeps only the answer, verdict and token counts,
+    so that memory stays flat however long the episodes (the tools' own memory aside).
     """
     waiting = deque(range(len(instances)))
     running: dict[int, _Running] = {}
@@ -64,9 +66,9 @@ def run_episodes(
             episode = running[slot]
             observation, _, terminated, truncated, info = episode.env.step(action)
             trajectory = episode.trajectory
-            trajectory.add("thought", info["thought"])
-            trajectory.add("answer", info["answer_part"])
-            trajectory.add("tool", info["command"])
+            trajectory.add("thought", info["thought"], keep_segments)
+            trajectory.add("answer", info["answer_part"], keep_segments)
+            trajectory.add("tool", info["command"], keep_segments)
             if terminated or truncated:
                 trajectory.answer, trajectory.correct = info["answer"], info["correct"]
                 trajectory.truncated = truncated
@@ -79,6 +81,6 @@ def run_episodes(
                 else:
                     policy.end(slot)
             else:
-                trajectory.add("obs", observation)
+                trajectory.add("obs", observation, keep_segments)
                 pending[slot] = observation
     return [t for t in results if t is not None]

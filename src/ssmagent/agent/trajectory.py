@@ -22,6 +22,7 @@ from typing import Any
 
 from ssmagent.agent.tokenizer import Tokenizer
 from ssmagent.atomic import atomic_write_text
+from ssmagent.tools.base import split_symbols
 
 KINDS = ("question", "thought", "tool", "obs", "answer")
 TRAINED_KINDS = frozenset({"thought", "tool", "answer"})
@@ -47,9 +48,21 @@ class Trajectory:
     answer: str = ""
     correct: bool | None = None
     truncated: bool = False
+    generated_tokens: int = 0
+    """Tokens the policy wrote (thought, tool, answer): decode steps that pick a token."""
+    observed_tokens: int = 0
+    """Observation tokens fed to the policy: decode steps that only read."""
 
-    def add(self, kind: str, text: str) -> None:
-        if text:
+    def add(self, kind: str, text: str, keep: bool = True) -> None:
+        """Append a segment and count its tokens; ``keep=False`` only counts (very long
+        episodes, whose segments would otherwise grow memory without bound)."""
+        if not text:
+            return
+        if kind in TRAINED_KINDS:
+            self.generated_tokens += len(split_symbols(text))
+        elif kind == "obs":
+            self.observed_tokens += len(split_symbols(text))
+        if keep:
             self.segments.append(Segment(kind, text))
 
     def to_json(self) -> dict[str, Any]:
@@ -71,12 +84,6 @@ class Trajectory:
             ids += seg_ids
             mask += [segment.kind in TRAINED_KINDS] * len(seg_ids)
         return ids, mask
-
-    def counts(self, tokenizer: Tokenizer) -> dict[str, int]:
-        """Generated and observed token counts (the decode steps an episode costs)."""
-        ids, mask = self.stream(tokenizer)
-        generated = sum(mask)
-        return {"generated": generated, "observed": len(ids) - 1 - generated}
 
 
 def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:

@@ -29,6 +29,27 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
+def merge_results(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table's worth of results from several eval runs of the same task and data seed (e.g.
+    100 episodes at 1,000 digits, 10 at 10,000): rows joined by checkpoint, sizes in order."""
+    first = files[0]
+    for other in files[1:]:
+        if (other["task"], other["seed"]) != (first["task"], first["seed"]):
+            raise ValueError("results to merge must share the task and the data seed")
+    rows: dict[str, dict[str, Any]] = {}
+    for data in files:
+        for row in data["rows"]:
+            merged = rows.setdefault(row["checkpoint"], {**row, "results": []})
+            merged["results"] = sorted(merged["results"] + row["results"], key=lambda r: r["size"])
+    return {
+        **first,
+        "sizes": sorted({s for data in files for s in data["sizes"]}),
+        "episodes": None,
+        "commands": [data["command"] for data in files],
+        "rows": list(rows.values()),
+    }
+
+
 def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per checkpoint, then mean ± spread when there are several."""
     sizes = results["sizes"]
@@ -36,16 +57,21 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     rows = []
     per_size: dict[int, list[float]] = {s: [] for s in sizes}
     for row in results["rows"]:
+        by_size = {r["size"]: r for r in row["results"]}
         cells = [row["checkpoint"]]
-        for r in row["results"]:
-            per_size[r["size"]].append(r["accuracy"])
+        for size in sizes:
+            r = by_size.get(size)
+            if r is None:
+                cells.append("—")
+                continue
+            per_size[size].append(r["accuracy"])
             cells.append(f"{100 * r['accuracy']:.0f} % ({r['correct']}/{r['episodes']})")
         rows.append(cells)
     if len(results["rows"]) > 1:
         cells = ["mean ± spread (min–max)"]
-        for s in sizes:
-            acc = np.array(per_size[s]) * 100
-            cells.append(f"{acc.mean():.1f} % ({acc.min():.0f}–{acc.max():.0f})")
+        for size in sizes:
+            acc = np.array(per_size[size]) * 100
+            cells.append(f"{acc.mean():.1f} % ({acc.min():.0f}–{acc.max():.0f})" if acc.size else "—")
         rows.append(cells)
     return header, rows
 

@@ -7,6 +7,7 @@ checkpoint of a sweep sees the very same problems.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class SizeResult:
     generated_tokens: int
     observed_tokens: int
     failures: list[int] = field(default_factory=list)
+    peak_rss_mib: float = 0.0
+    """Peak resident memory of this process so far (it never decreases): that it stays flat as
+    the size grows shows that nothing grows with episode length but the tools' own memory."""
 
     @property
     def accuracy(self) -> float:
@@ -50,34 +54,41 @@ class SizeResult:
             "generated_tokens": self.generated_tokens,
             "observed_tokens": self.observed_tokens,
             "failures": self.failures,
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
         }
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def evaluate_size(
     task: Task,
     policy: Policy,
-    tokenizer: Tokenizer,
     size: int,
     episodes: int,
     seed: int,
     batch_size: int = 64,
     on_episode: Callable[[int, Trajectory], None] | None = None,
-) -> tuple[SizeResult, list[Trajectory]]:
+    keep_segments: bool = True,
+) -> tuple[SizeResult, list[Any], list[Trajectory]]:
+    """Run the evaluation set at ``size``; returns the result, the instances and trajectories."""
     instances = eval_instances(task, size, episodes, seed)
     start = time.perf_counter()
-    trajectories = run_episodes(task, instances, policy, batch_size=batch_size, on_episode=on_episode)
-    seconds = time.perf_counter() - start
-    counts = [t.counts(tokenizer) for t in trajectories]
+    trajectories = run_episodes(
+        task, instances, policy, batch_size=batch_size, on_episode=on_episode, keep_segments=keep_segments
+    )
     result = SizeResult(
         size=size,
         episodes=len(trajectories),
         correct=sum(bool(t.correct) for t in trajectories),
-        seconds=seconds,
-        generated_tokens=sum(c["generated"] for c in counts),
-        observed_tokens=sum(c["observed"] for c in counts),
+        seconds=time.perf_counter() - start,
+        generated_tokens=sum(t.generated_tokens for t in trajectories),
+        observed_tokens=sum(t.observed_tokens for t in trajectories),
         failures=[i for i, t in enumerate(trajectories) if not t.correct],
+        peak_rss_mib=peak_rss_mib(),
     )
-    return result, trajectories
+    return result, instances, trajectories
 
 
 def evaluate_model(
@@ -93,6 +104,6 @@ def evaluate_model(
     results = []
     for size in sizes:
         policy = ModelPolicy(model, tokenizer, min(batch_size, episodes), max_action_tokens=task.max_action_tokens)
-        result, _ = evaluate_size(task, policy, tokenizer, size, episodes, seed, batch_size)
+        result, _, _ = evaluate_size(task, policy, size, episodes, seed, batch_size, keep_segments=False)
         results.append(result)
     return results

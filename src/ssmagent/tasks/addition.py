@@ -124,6 +124,13 @@ class Addition(Task[Sum]):
     def max_observation_length(self, size: int) -> int:
         return max(256, 2 * size + 2)
 
+    def phase(self, stream: list[str]) -> str:
+        if ANSWER in stream:
+            return f"answer, digit {stream.count(cmd('a«#')) + 1} (most significant first)"
+        if cmd("a,") not in stream:
+            return "setup"
+        return f"column {stream.count(COLUMN_END) + 1} (least significant first)"
+
 
 def add_decimal(a: str, b: str) -> str:
     """Exact sum of two decimal strings of any length (linear time, unlike ``int()`` for huge ones)."""

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ssmagent.tools.base import Tool, command_symbol
+from ssmagent.tools.base import Tool, command_symbol, is_command_symbol
 
 Instance = TypeVar("Instance")
 
@@ -98,6 +98,11 @@ class Task(ABC, Generic[Instance]):
     max_action_tokens: int = 256
     """Longest action a policy may write; a model that writes more without a command is cut off
     there (its action then earns an error observation) instead of decoding forever."""
+
+    def phase(self, stream: list[str]) -> str:
+        """Name the phase an episode is in after these stream symbols (generated and observed,
+        in order), to say where a policy went wrong; tasks name their own phases."""
+        return f"step {sum(map(is_command_symbol, stream)) + 1}"
 
     def max_observation_length(self, size: int) -> int:
         """Longest observation (the question included) at this size."""
