@@ -165,7 +165,9 @@ def test_jsonl_round_trip_keeps_every_field(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     assert json.loads(lines[0])["segments"][0] == {"kind": "question", "text": "12+3="}
-    assert set(json.loads(lines[0])) == {"task", "size", "seed", "instance", "segments", "answer", "correct", "truncated"}
+    assert set(json.loads(lines[0])) == {
+        "task", "size", "seed", "instance", "segments", "answer", "correct", "truncated", "generated_tokens", "observed_tokens"
+    }
 
 
 def test_jsonl_writes_command_symbols_as_utf8_text(tmp_path):

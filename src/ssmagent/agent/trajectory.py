@@ -1,7 +1,7 @@
 """Trajectories: the JSONL record of an episode, and the token stream a model trains on.
 
 One episode per line: ``{"task", "size", "seed", "instance", "segments": [{"kind", "text"}],
-"answer", "correct", "truncated"}``. Kinds: ``question`` (the env's first observation),
+"answer", "correct", "truncated", "generated_tokens", "observed_tokens"}``. Kinds: ``question`` (the env's first observation),
 ``thought``, ``tool`` (one command symbol, ``⟨end⟩`` included), ``obs`` and ``answer`` (text
 after ``⟨answer⟩``; the first answer segment starts with the marker itself). The same schema
 holds expert data, model rollouts and REPL saves.
