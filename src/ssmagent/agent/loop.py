@@ -52,7 +52,7 @@ def run_episodes(
         question, _ = env.reset(options={"instance": instance})
         seed = seeds[index] if seeds is not None else None
         trajectory = Trajectory(task.name, task.size_of(instance), seed, task.to_json(instance))
-        trajectory.add("question", question)
+        trajectory.add("question", question, keep_segments)
         running[slot] = _Running(index, env, trajectory)
         policy.begin(slot)
         pending[slot] = question
