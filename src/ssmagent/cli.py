@@ -405,17 +405,18 @@ def report_memory(
     """Per-channel state memory (decay time from dt and A): how far back the model can count."""
     from ssmagent.eval.memory import channel_memory, plot_memory
 
-    _task(task)
     if size < 1 or window < 1:
         _fail("--size and --window must be positive integers")
     ckpt, tokenizer, path = _load(None if checkpoint == "bundled" else checkpoint, task, "cpu")
-    layers = channel_memory(ckpt.model, _task(task), tokenizer, size)
+    the_task = _task(task)
+    layers = channel_memory(ckpt.model, the_task, tokenizer, size)
     for layer in layers:
         s = layer.summary(window)
         print(f"layer {layer.layer}: median τ {s['median']:.1f} tokens, longest {s['max']:.1f}, "
               f"{s[f'channels_over_{window}']:,} of {s['channels']:,} channels remember > {window} tokens")
     if plot:
-        plot_memory(layers, plot, f"{path.name}: state memory over a {size}-{task} episode", window)
+        unit = the_task.size_unit.removesuffix("s")
+        plot_memory(layers, plot, f"{path.name}: state memory over a {size:,}-{unit} {task} episode", window)
         print(f"plot → {plot}")
 
 
