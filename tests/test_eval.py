@@ -18,6 +18,7 @@ from ssmagent.eval.report import accuracy_table, merge_results
 from ssmagent.model import MambaConfig, MambaLM, save_checkpoint
 from ssmagent.tasks import get_task
 from ssmagent.tasks.addition import Sum
+from test_loop import actions_of
 
 
 def test_eval_sets_start_with_the_hard_instances_and_are_seeded(addition):
@@ -28,21 +29,10 @@ def test_eval_sets_start_with_the_hard_instances_and_are_seeded(addition):
     assert eval_instances(addition, 50, 2, seed=0) == addition.hard_instances(50)[:2]
 
 
-def _actions(trajectory):
-    actions, current = [], ""
-    for segment in trajectory.segments:
-        if segment.kind in ("thought", "answer"):
-            current += segment.text
-        elif segment.kind == "tool":
-            actions.append(current + segment.text)
-            current = ""
-    return actions
-
-
 def test_the_first_divergence_names_the_wrong_token_and_its_phase(addition, tokenizer):
     instance = Sum("4567", "1234")
     (expert,) = run_episodes(addition, [instance], ExpertPolicy(addition))
-    actions = _actions(expert)
+    actions = actions_of(expert)
     wrong_column = next(i for i, a in enumerate(actions) if a.startswith("1#"))  # 7+4 = 11: sum digit 1
     actions[wrong_column] = "2" + actions[wrong_column][1:]
     (broken,) = run_episodes(addition, [instance], ScriptedPolicy([actions]))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes
+from ssmagent.eval.report import new_figure, save_figure
 from ssmagent.tasks import Task
 
 
@@ -60,12 +61,7 @@ def channel_memory(model: torch.nn.Module, task: Task, tokenizer: Tokenizer, siz
 
 def plot_memory(layers: list[LayerMemory], path, title: str, window: int) -> None:
     """Every channel's τ, sorted, one line per layer (log y), with the locality window marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure()
     for layer in layers:
         tau = np.sort(layer.tau.ravel())[::-1]
         ax.plot(np.arange(1, tau.size + 1), tau, label=f"layer {layer.layer}")
@@ -77,7 +73,4 @@ def plot_memory(layers: list[LayerMemory], path, title: str, window: int) -> Non
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

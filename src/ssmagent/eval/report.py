@@ -82,14 +82,28 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def plot_accuracy(results: dict[str, Any], path: Path) -> None:
-    """Exact-match accuracy vs size (log x), one line per checkpoint."""
+def new_figure(figsize: tuple[float, float] = (6, 4)) -> tuple[Any, Any]:
+    """A (figure, axes) pair drawn off-screen (no display on our machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt.subplots(figsize=figsize)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy(results: dict[str, Any], path: Path) -> None:
+    """Exact-match accuracy vs size (log x), one line per checkpoint."""
+    fig, ax = new_figure()
     for row in results["rows"]:
         xs = [r["size"] for r in row["results"]]
         ys = [100 * r["accuracy"] for r in row["results"]]
@@ -101,20 +115,12 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{results['task']}: trained on ≤ {results.get('trained_max_size', '?')}, seed {results['seed']}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_training(log: list[dict[str, Any]], path: Path, title: str) -> None:
     """Loss (log) and long-length eval accuracy against the training step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure((7, 4))
     ax.plot([e["step"] for e in log], [e["loss"] for e in log], lw=0.8, color="tab:blue", label="training loss")
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -129,7 +135,4 @@ def plot_training(log: list[dict[str, Any]], path: Path, title: str) -> None:
         ax2.set_ylim(-3, 103)
         ax2.legend(loc="center right", fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
