@@ -36,6 +36,11 @@ def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["train", "addition", "--config", "huge"], "huge"),
         (["train", "addition", "--dt-min", "1", "--dt-max", "0.5"], "dt-min"),
         (["report", "eval", "/no/such.json"], "not an ssmagent eval results file"),
+        (["solve", "addition", "1", "2", "--backend", "graph"], "--backend graph needs --device cuda"),
+        (["solve", "addition", "1", "2", "--backend", "fast"], "--backend must be"),
+        (["eval", "addition", "--backend", "triton"], "--backend triton needs"),
+        (["bench", "decode", "--bogus"], "unrecognized arguments: --bogus"),
+        (["bench", "decode", "--device", "cpu", "--configs", "huge"], "huge"),
     ],
 )
 def test_user_errors_are_one_line_on_stderr_with_exit_code_2(args, needle):
@@ -100,3 +105,12 @@ def test_eval_writes_results_a_table_and_a_plot_and_report_renders_them(tmp_path
     assert (tmp_path / "addition" / "smoke.png").stat().st_size > 0
     report = ssmagent("report", "eval", str(tmp_path / "addition" / "smoke.json"))
     assert report.returncode == 0 and "| expert | 100 % (5/5) | 100 % (5/5) |" in report.stdout
+
+
+def test_bench_decode_measures_our_step_side_by_side_on_cpu():
+    result = ssmagent("bench", "decode", "--device", "cpu", "--configs", "tiny", "--vocabs", "116",
+                      "--batches", "1,8", "--impls", "torch", "--dtype", "float32", "--min-time", "0.01")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("tiny")]
+    assert [(r[2], r[3]) for r in rows] == [("1", "torch"), ("8", "torch")]
+    assert "copy bandwidth" in result.stdout

@@ -51,6 +51,19 @@ def _device(name: str) -> str:
     return name
 
 
+def _backend(name: str, device: str) -> str:
+    """The decode backend to use: ``auto`` is the fastest available (graph on CUDA with triton)."""
+    from ssmagent.kernels import BACKENDS, HAS_TRITON
+
+    if name == "auto":
+        return "graph" if device == "cuda" and HAS_TRITON else "torch"
+    if name not in BACKENDS:
+        _fail(f"--backend must be auto, {', '.join(BACKENDS)}; got {name!r}")
+    if name != "torch" and (device != "cuda" or not HAS_TRITON):
+        _fail(f"--backend {name} needs --device cuda and triton installed (pip install 'ssmagent[gpu]'); use --backend torch")
+    return name
+
+
 def _parse_sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -101,6 +114,7 @@ def solve(
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint (default: the bundled one).")] = None,
     policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    backend: Annotated[str, typer.Option(help="Decode path: auto (fastest available), torch, triton or graph.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     save: Annotated[Path | None, typer.Option(help="Append the trajectory to this JSONL file.")] = None,
 ) -> None:
@@ -122,9 +136,11 @@ def solve(
     except TaskInputError as err:
         _fail(str(err))
     dev = _device(device)
+    backend = _backend(backend, dev)
     state_bytes = None
     if policy == "model":
         ckpt, tokenizer, path = _load(checkpoint, task, dev)
+        ckpt.model.decode_backend = backend
         runner = ModelPolicy(ckpt.model, tokenizer, 1, max_action_tokens=the_task.max_action_tokens)
         state_bytes = runner.state.nbytes()
     else:
@@ -150,6 +166,7 @@ def solve(
         "tokens_per_second": round((trajectory.generated_tokens + trajectory.observed_tokens) / seconds, 1) if seconds else None,
         "state_bytes": state_bytes,
         "device": dev,
+        "backend": backend if policy == "model" else None,
     }
     if as_json:
         print(json.dumps(out))
@@ -171,7 +188,8 @@ def _print_solve_summary(out: dict[str, Any], question: str) -> None:
     table.add_row("answer", _short(out["answer"]) or "(none)")
     table.add_row("check", f"{verdict} against exact arithmetic")
     table.add_row("tokens", f"{out['generated_tokens']:,} generated + {out['observed_tokens']:,} observed")
-    table.add_row("speed", f"{out['tokens_per_second']:,.0f} tokens/s, {out['seconds']:.2f} s on {out['device']}")
+    backend = f", {out['backend']} backend" if out["backend"] else ""
+    table.add_row("speed", f"{out['tokens_per_second']:,.0f} tokens/s, {out['seconds']:.2f} s on {out['device']}{backend}")
     if out["state_bytes"] is not None:
         table.add_row("state", f"{out['state_bytes']:,} bytes (conv + SSM states, constant in episode length)")
     console.print(table)
@@ -253,6 +271,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Episodes decoded together.")] = 64,
     policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    backend: Annotated[str, typer.Option(help="Decode path: auto (fastest available), torch, triton or graph.")] = "auto",
     name: Annotated[str, typer.Option(help="Results go to results/TASK/NAME.json (and .png with --plot).")] = "eval",
     results_dir: Annotated[Path, typer.Option(help="Root of the results tree.")] = Path("results"),
     plot: Annotated[bool, typer.Option(help="Also write a PNG plot of accuracy vs size.")] = False,
@@ -277,8 +296,14 @@ def evaluate(
     if not name or "/" in name or name.startswith("."):
         _fail(f"--name must be a plain file name, got {name!r}")
     dev = _device(device)
+    backend = _backend(backend, dev)
     names = [c.strip() for c in checkpoints.split(",") if c.strip()] if policy == "model" else ["expert"]
     loaded = [_load(None if c == "bundled" else c, task, dev) for c in names] if policy == "model" else [None]
+    for item in loaded:
+        if item is not None:
+            item[0].model.decode_backend = backend
+    if policy == "model":
+        console.print(f"decoding on {dev} with the {backend} backend")
     rows, diagnoses = [], []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=console) as progress:
@@ -307,7 +332,8 @@ def evaluate(
             rows.append({"checkpoint": label, "train": meta.get("train"), "step": meta.get("step"), "results": results})
     data = {
         "task": task, "size_unit": the_task.size_unit, "seed": seed, "episodes": episodes, "sizes": size_list,
-        "policy": policy, "device": dev, "trained_max_size": _trained_max_size(rows),
+        "policy": policy, "device": dev, "backend": backend if policy == "model" else None,
+        "trained_max_size": _trained_max_size(rows),
         "command": "ssmagent " + " ".join(shlex.quote(a) for a in sys.argv[1:]), "rows": rows,
     }
     out = results_dir / task / f"{name}.json"
@@ -418,6 +444,37 @@ def report_memory(
         unit = the_task.size_unit.removesuffix("s")
         plot_memory(layers, plot, f"{path.name}: state memory over a {size:,}-{unit} {task} episode", window)
         print(f"plot → {plot}")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Speed, measured side by side in one run (see docs/performance.md).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("decode", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_decode(ctx: typer.Context) -> None:
+    """Decode µs/token, tokens/s and % of the bandwidth roofline: graph, triton, torch, transformers.
+
+    Options (passed through): --configs tiny,paper-130m --vocabs 116,50280 --batches 1,8,64,256
+    --impls graph,triton,torch,transformers --dtype bfloat16 --device cuda --min-time 0.3 --json PATH
+    """
+    import contextlib
+    import io
+
+    from ssmagent.bench.decode import main as bench_main
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            code = bench_main(list(ctx.args))
+    except SystemExit as exit_:  # argparse's usage errors: keep only its last line, the reason
+        reason = (captured.getvalue().strip().splitlines() or ["bad option"])[-1]
+        _fail(f"{reason.split('error: ', 1)[-1]} (see `ssmagent bench decode --help`)")
+        return
+    except (RuntimeError, ValueError) as err:
+        _fail(str(err))
+    sys.stderr.write(captured.getvalue())
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("list")

@@ -533,6 +533,9 @@ class MambaLM(nn.Module):
             self.lm_head.weight = self.backbone.embeddings.weight
         self.scan_chunk_size = 8
         self._decode_cache: tuple | None = None  # see _decode_params
+        # which implementation ``step`` uses: "torch" (below), or "triton" / "graph" (the GPU
+        # kernels of ssmagent.kernels, imported only when chosen)
+        self.decode_backend = "torch"
         self.reset_parameters()
 
     @property
@@ -668,14 +671,20 @@ class MambaLM(nn.Module):
         self._decode_cache = (params, _versions(params), prepared)
         return prepared
 
-    def step(self, token_ids: Tensor, state: DecodeState) -> Tensor:
+    def step(self, token_ids: Tensor, state: DecodeState, backend: str | None = None) -> Tensor:
         """One decode step: token_ids (B,) -> logits (B, V) (float32); ``state`` is updated in place.
 
         Equals ``forward`` on the whole sequence so far (to float rounding). Call it under
-        ``torch.inference_mode()``; it never builds an autograd graph either way.
+        ``torch.inference_mode()``; it never builds an autograd graph either way. ``backend``
+        (default ``self.decode_backend``): "torch", or "triton"/"graph" (ssmagent.kernels).
         """
         if token_ids.shape != (state.ssm_state.shape[1],):
             raise ValueError(f"token_ids has shape {tuple(token_ids.shape)}, expected ({state.batch_size},)")
+        backend = self.decode_backend if backend is None else backend
+        if backend != "torch":
+            from ssmagent.kernels.decode import decode_step
+
+            return decode_step(self, token_ids, state, backend=backend)
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self._step(token_ids, state)
