@@ -114,3 +114,13 @@ def test_bench_decode_measures_our_step_side_by_side_on_cpu():
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("tiny")]
     assert [(r[2], r[3]) for r in rows] == [("1", "torch"), ("8", "torch")]
     assert "copy bandwidth" in result.stdout
+
+
+def test_solve_shows_the_classic_hanoi_tower_when_no_seed_is_given():
+    result = ssmagent("solve", "hanoi", "--size", "3", "--policy", "expert", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["answer"].splitlines() == ["1 A C", "2 A B", "1 C B", "3 A C", "1 B A", "2 B C", "1 A C"]
+    assert out["correct"] is True and out["seed"] is None
+    seeded = json.loads(ssmagent("solve", "hanoi", "--size", "3", "--seed", "5", "--policy", "expert", "--json").stdout)
+    assert seeded["seed"] == 5 and seeded["correct"] is True

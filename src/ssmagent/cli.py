@@ -110,7 +110,7 @@ def solve(
     task: Annotated[str, typer.Argument(help="Task name, e.g. addition.")],
     args: Annotated[list[str] | None, typer.Argument(help="An explicit instance, e.g. `123 456` for addition.")] = None,
     size: Annotated[int, typer.Option(help="Size of a random instance (when no explicit one is given).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the random instance.")] = -1,
+    seed: Annotated[int, typer.Option(help="Seed of a random instance (default: the task's standard instance of --size if it has one, e.g. hanoi's all-on-A → C; else a fresh random one).")] = -1,
     checkpoint: Annotated[str | None, typer.Option(help="Checkpoint (default: the bundled one).")] = None,
     policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -129,12 +129,15 @@ def solve(
         _fail(f"--policy must be model or expert, got {policy!r}")
     if size < 1:
         _fail(f"--size must be a positive integer, got {size}")
-    if seed < 0:
-        seed = int(np.random.default_rng().integers(2**31))
     try:
-        instance = the_task.parse(args) if args else the_task.sample(size, np.random.default_rng(seed))
+        standard = None if args or seed >= 0 else the_task.standard_instance(size)
+        if standard is None and seed < 0:
+            seed = int(np.random.default_rng().integers(2**31))
+        instance = the_task.parse(args) if args else standard or the_task.sample(size, np.random.default_rng(seed))
     except TaskInputError as err:
         _fail(str(err))
+    if standard is not None:
+        seed = -1
     dev = _device(device)
     backend = _backend(backend, dev)
     state_bytes = None
@@ -146,7 +149,8 @@ def solve(
     else:
         runner = ExpertPolicy(the_task)
     start = time.perf_counter()
-    (trajectory,) = run_episodes(the_task, [instance], runner, batch_size=1, seeds=[seed if not args else None])
+    random_seed = None if args or standard is not None else seed
+    (trajectory,) = run_episodes(the_task, [instance], runner, batch_size=1, seeds=[random_seed])
     seconds = time.perf_counter() - start
     expected = the_task.answer(instance)
     if save:
@@ -154,7 +158,7 @@ def solve(
     out: dict[str, Any] = {
         "task": task,
         "size": the_task.size_of(instance),
-        "seed": None if args else seed,
+        "seed": random_seed,
         "policy": policy,
         "answer": trajectory.answer,
         "expected": expected,

@@ -63,6 +63,11 @@ class Task(ABC, Generic[Instance]):
     def hard_instances(self, size: int) -> list[Instance]:
         """Instances of this size that every evaluation includes (e.g. carry chains)."""
 
+    def standard_instance(self, size: int) -> Instance | None:
+        """The instance ``solve --size N`` shows when no seed is given, if the task has a
+        standard one (the classic Tower of Hanoi); None draws a random instance."""
+        return None
+
     @abstractmethod
     def parse(self, args: list[str]) -> Instance:
         """An explicit instance from command-line words; TaskInputError when malformed."""

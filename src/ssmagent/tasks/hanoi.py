@@ -204,6 +204,10 @@ class Hanoi(Task[Tower]):
         self.check_size(size)
         return [Tower("A" * size, "C"), Tower("B" * size, "A")]
 
+    def standard_instance(self, size: int) -> Tower:
+        """The classic: every disk on A, target C."""
+        return Tower("A" * self.check_size(size), "C")
+
     def parse(self, args: list[str]) -> Tower:
         if len(args) != 2:
             raise TaskInputError(
