@@ -20,6 +20,7 @@ from ssmagent.eval.locality import (
     locality_table,
 )
 from ssmagent.tasks import TaskInputError
+from expert_run import run_expert
 from ssmagent.tasks.addition import Sum, add_decimal
 
 
@@ -32,18 +33,6 @@ def carry_run(a: str, b: str) -> int:
         run = run + 1 if carry else 0
         best = max(best, run)
     return best
-
-
-def solve(task, instance):
-    """Drive the real env with the task's expert; the last step's (reward, terminated, truncated, info)."""
-    env = ToolEnv(task, task.size_of(instance))
-    observation, _ = env.reset(options={"instance": instance})
-    expert = task.expert()
-    for _ in range(task.step_budget(task.size_of(instance))):
-        observation, reward, terminated, truncated, info = env.step(expert.act(observation))
-        if terminated or truncated:
-            return reward, terminated, truncated, info
-    raise AssertionError("the env neither terminated nor truncated within its step budget")
 
 
 # --- exact arithmetic --------------------------------------------------------------------------
@@ -188,14 +177,16 @@ def test_expert_solves_random_and_hard_instances_of_sizes_1_to_50_exactly(additi
     rng = np.random.default_rng(2024)
     for size in range(1, 51):
         for instance in [addition.sample(size, rng), addition.sample(size, rng), *addition.hard_instances(size)]:
-            reward, terminated, truncated, info = solve(addition, instance)
+            run = run_expert(addition, instance)
+            reward, terminated, truncated, info = run.reward, run.terminated, run.truncated, run.info
             assert (reward, terminated, truncated) == (1.0, True, False), instance
             assert info["answer"] == add_decimal(instance.a, instance.b)
 
 
 @pytest.mark.parametrize("instance", [Sum("0", "0"), Sum("0", "9"), Sum("5", "5"), Sum("1", "99999"), Sum("987", "0")])
 def test_expert_solves_edge_instances(addition, instance):
-    reward, _, _, info = solve(addition, instance)
+    run = run_expert(addition, instance)
+    reward, info = run.reward, run.info
     assert reward == 1.0 and info["answer"] == add_decimal(instance.a, instance.b)
 
 

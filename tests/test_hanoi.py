@@ -18,6 +18,7 @@ from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
 from ssmagent.env import ToolEnv
 from ssmagent.eval.locality import check_locality, generated_windows, locality_table
 from ssmagent.tasks import TASKS, TaskInputError, get_task
+from expert_run import run_expert
 from ssmagent.tasks.hanoi import PEGS, Tower, format_moves, optimal_length, replay, solve
 from ssmagent.tools.base import command_symbol as cmd
 
@@ -59,18 +60,6 @@ def bfs_distances(n: int, target: str) -> dict[str, int]:
                 dist[t] = dist[s] + 1
                 queue.append(t)
     return dist
-
-
-def solve_in_env(task, instance):
-    """Drive the real env with the task's expert; (reward, terminated, truncated, info, steps)."""
-    env = ToolEnv(task, task.size_of(instance))
-    observation, _ = env.reset(options={"instance": instance})
-    expert = task.expert()
-    for steps in range(1, task.step_budget(task.size_of(instance)) + 1):
-        observation, reward, terminated, truncated, info = env.step(expert.act(observation))
-        if terminated or truncated:
-            return reward, terminated, truncated, info, steps
-    raise AssertionError("the env neither terminated nor truncated within its step budget")
 
 
 # --- optimal length ----------------------------------------------------------------------------
@@ -234,7 +223,8 @@ def test_expert_solves_every_configuration_and_target_up_to_4_disks_exactly(hano
     for n in range(1, 5):
         for target in PEGS:
             for pegs in all_configurations(n):
-                reward, terminated, truncated, info, _ = solve_in_env(hanoi, Tower(pegs, target))
+                run = run_expert(hanoi, Tower(pegs, target))
+                reward, terminated, truncated, info = run.reward, run.terminated, run.truncated, run.info
                 assert (reward, terminated, truncated) == (1.0, True, False), (pegs, target, info)
 
 
@@ -242,14 +232,16 @@ def test_expert_solves_random_instances_of_1_to_10_disks_exactly(hanoi):
     rng = np.random.default_rng(2024)
     for size in range(1, 11):
         for tower in [hanoi.sample(size, rng) for _ in range(4)] + hanoi.hard_instances(size):
-            reward, terminated, truncated, info, steps = solve_in_env(hanoi, tower)
+            run = run_expert(hanoi, tower)
+            reward, terminated, truncated, info, steps = run.reward, run.terminated, run.truncated, run.info, run.steps
             assert (reward, terminated, truncated) == (1.0, True, False), tower
             assert replay(tower.pegs, tower.target, info["answer"]) == ""
             assert steps < hanoi.step_budget(size)
 
 
 def test_expert_solves_the_classic_12_disk_tower_in_4095_moves(hanoi):
-    reward, terminated, truncated, info, steps = solve_in_env(hanoi, Tower("A" * 12, "C"))
+    run = run_expert(hanoi, Tower("A" * 12, "C"))
+    reward, terminated, truncated, info, steps = run.reward, run.terminated, run.truncated, run.info, run.steps
     assert (reward, terminated, truncated) == (1.0, True, False)
     assert info["answer"].count("\n") == 4095 and steps < hanoi.step_budget(12)
 
@@ -272,7 +264,8 @@ def test_expert_writes_the_documented_two_disk_episode(hanoi):
 
 
 def test_an_already_solved_instance_is_answered_with_no_moves(hanoi):
-    reward, terminated, _, info, steps = solve_in_env(hanoi, Tower("BBB", "B"))
+    run = run_expert(hanoi, Tower("BBB", "B"))
+    reward, terminated, info, steps = run.reward, run.terminated, run.info, run.steps
     assert (reward, terminated, info["answer"], steps) == (1.0, True, "", 2 * 3 + 5)
 
 

@@ -17,6 +17,7 @@ from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
 from ssmagent.env import ToolEnv
 from ssmagent.eval.locality import PAD, locality_table
 from ssmagent.tasks import TASKS, TaskInputError, get_task
+from expert_run import run_expert
 from ssmagent.tasks.logic_graph import MAX_NODES, Graph, LogicGraphExpert, depth, evaluate, parse_definition
 
 LINE = re.compile(r"^[a-z]{3}=(?:[01]|![a-z]{3}|[a-z]{3}[&|^][a-z]{3})$")
@@ -30,18 +31,6 @@ def graph():
 @pytest.fixture(scope="module")
 def gtok(graph):
     return Tokenizer.for_commands(task_commands(graph))
-
-
-def solve(task, instance):
-    """Drive the real env with a fresh expert; (reward, terminated, truncated, info, steps, expert)."""
-    env = ToolEnv(task, task.size_of(instance))
-    observation, _ = env.reset(options={"instance": instance})
-    expert = task.expert()
-    for steps in range(1, task.step_budget(task.size_of(instance)) + 1):
-        observation, reward, terminated, truncated, info = env.step(expert.act(observation))
-        if terminated or truncated:
-            return reward, terminated, truncated, info, steps, expert
-    raise AssertionError("the env neither terminated nor truncated within its step budget")
 
 
 def topological(instance: Graph) -> bool:
@@ -200,7 +189,8 @@ def test_expert_solves_random_and_hard_instances_of_sizes_1_to_30_exactly(graph)
     rng = np.random.default_rng(2026)
     for size in range(1, 31):
         for instance in [graph.sample(size, rng), graph.sample(size, rng), *graph.hard_instances(size)]:
-            reward, terminated, truncated, info, steps, _ = solve(graph, instance)
+            run = run_expert(graph, instance)
+            reward, terminated, truncated, info, steps = run.reward, run.terminated, run.truncated, run.info, run.steps
             assert (reward, terminated, truncated) == (1.0, True, False), instance
             assert info["answer"] == str(evaluate(instance))
             assert steps < graph.step_budget(size)
@@ -209,7 +199,8 @@ def test_expert_solves_random_and_hard_instances_of_sizes_1_to_30_exactly(graph)
 def test_expert_solves_1000_nodes_exactly_within_the_step_budget(graph):
     instances = [graph.sample(1000, np.random.default_rng(1000)), *graph.hard_instances(1000)]
     for instance in instances:
-        reward, terminated, truncated, info, steps, _ = solve(graph, instance)
+        run = run_expert(graph, instance)
+        reward, terminated, truncated, info, steps = run.reward, run.terminated, run.truncated, run.info, run.steps
         assert (reward, terminated, truncated) == (1.0, True, False)
         assert info["answer"] == graph.answer(instance)
         assert steps < graph.step_budget(1000)
@@ -219,7 +210,7 @@ def test_expert_keeps_no_stack_its_state_is_a_few_short_fields(graph):
     """Depth-first resolution of a 1,000-deep chain: the stack lives in memory (``child<parent``
     lines), so the expert's own state stays as small as at the start."""
     expert_fields = set(vars(LogicGraphExpert()))
-    *_, expert = solve(graph, graph.hard_instances(1000)[1])
+    expert = run_expert(graph, graph.hard_instances(1000)[1]).expert
     assert set(vars(expert)) == expert_fields
     for value in vars(expert).values():
         size = len(value) if isinstance(value, (str, tuple, list)) else 1
