@@ -160,7 +160,7 @@ class Multiplication(Task[Product]):
         return MultiplicationExpert()
 
     def step_budget(self, size: int) -> int:
-        # 4 actions per column and 3 per answer digit, at most size + 4 of each, plus setup
+        # 4 actions per column and per answer digit, for at most size + 3 of each, plus setup
         return 8 * size + 64
 
     def to_json(self, instance: Product) -> dict[str, Any]:
@@ -170,7 +170,7 @@ class Multiplication(Task[Product]):
         return max(256, size + 8)
 
     def phase(self, stream: list[str]) -> str:
-        if ANSWER in stream:  # per digit: seek, step, read, the digit read, its copy (unless skipped)
+        if ANSWER in stream:  # per digit: seek, step, step, read (⟨a,⟩ or ⟨a?⟩), the digit read, its copy
             after = [cmd("a?") if x == cmd("a,") else x for x in stream[stream.index(ANSWER) :]]
             reads = after.count(cmd("a?"))
             deciding = reads and after[::-1].index(cmd("a?")) < 2  # reading it or deciding on it
