@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ssmagent.env  # noqa: F401 - registers the envs
+from expert_run import run_expert
 from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
 from ssmagent.env import ToolEnv
 from ssmagent.eval.locality import LocalityConflict, check_locality, locality_table
@@ -30,18 +31,6 @@ def mult():
 @pytest.fixture(scope="module")
 def mtok(mult):
     return Tokenizer.for_commands(task_commands(mult))
-
-
-def solve(task, instance):
-    """Drive the real env with the task's expert; the last step's (reward, terminated, truncated, info)."""
-    env = ToolEnv(task, task.size_of(instance))
-    observation, _ = env.reset(options={"instance": instance})
-    expert = task.expert()
-    for _ in range(task.step_budget(task.size_of(instance))):
-        observation, reward, terminated, truncated, info = env.step(expert.act(observation))
-        if terminated or truncated:
-            return reward, terminated, truncated, info
-    raise AssertionError("the env neither terminated nor truncated within its step budget")
 
 
 def column_carries(a: str, b: str) -> list[int]:
@@ -179,9 +168,9 @@ def test_expert_solves_random_and_hard_instances_of_sizes_1_to_30_of_both_kinds_
         a = randoms[0].a
         both = [Product(a, str(rng.integers(1, 10))), Product(a, str(rng.integers(10, 100)))]
         for instance in [*randoms, *both, *mult.hard_instances(size)]:
-            reward, terminated, truncated, info = solve(mult, instance)
-            assert (reward, terminated, truncated) == (1.0, True, False), instance
-            assert info["answer"] == str(int(instance.a) * int(instance.b))
+            run = run_expert(mult, instance)
+            assert (run.reward, run.terminated, run.truncated) == (1.0, True, False), instance
+            assert run.info["answer"] == str(int(instance.a) * int(instance.b))
 
 
 @pytest.mark.parametrize(
@@ -190,8 +179,8 @@ def test_expert_solves_random_and_hard_instances_of_sizes_1_to_30_of_both_kinds_
      Product("1", "1"), Product("9", "99"), Product("100000", "10"), Product("25", "40")],
 )
 def test_expert_solves_edge_instances(mult, instance):
-    reward, _, _, info = solve(mult, instance)
-    assert reward == 1.0 and info["answer"] == str(int(instance.a) * int(instance.b))
+    run = run_expert(mult, instance)
+    assert run.reward == 1.0 and run.info["answer"] == str(int(instance.a) * int(instance.b))
 
 
 def test_expert_stream_is_the_documented_worked_example(mult, mtok):
@@ -238,14 +227,8 @@ def test_expert_solves_2000_digits_of_both_kinds_exactly_at_16_generated_and_5_o
 def test_expert_needs_fewer_steps_than_the_budget_at_every_size(mult):
     for size in (1, 2, 10, 100):
         for instance in mult.hard_instances(size):
-            env = ToolEnv(mult, size)
-            observation, _ = env.reset(options={"instance": instance})
-            expert, steps, done = mult.expert(), 0, False
-            while not done:
-                observation, _, terminated, truncated, _ = env.step(expert.act(observation))
-                steps += 1
-                done = terminated or truncated
-            assert terminated and steps < mult.step_budget(size)
+            run = run_expert(mult, instance)
+            assert run.terminated and run.steps < mult.step_budget(size)
 
 
 def test_actions_fit_the_action_limit(mult):

@@ -42,11 +42,11 @@ D, x' and y'; the new C = [c < H] needs only the last 3 tokens; the end of the c
 e = h = 0 (6 back) and x' = ^; reading the answer's first digit needs ``⟨a$⟩`` (4 back). No
 phase walks blindly or counts: reads step with ``,``, the answer seeks ``#``.
 
-Why H and this order (DESIGN.md §7, docs: measured on seed 0, 1,500 steps): without H
-(``… x' D # c C``, 14 tokens) the carry's units need h 7 tokens back, because the ``#`` that
-marks D for the answer phase always sits on some dependency — no order of those 14 tokens has
-a 6-token window. That format was exact on 1,000 of 1,000 10-digit problems but failed 3 of
-100 at 1,000 digits, each on that carry digit. Writing the carry's units before D
+Why H and this order (each measured with ``ssmagent train multiplication --max-size 10``, seed
+0): without H (``… x' D # c C``, 14 tokens) the carry's units need h 7 tokens back, because the
+``#`` that marks D for the answer phase always sits on some dependency — no order of those 14
+tokens has a 6-token window. That format was exact on 1,000 of 1,000 10-digit problems but
+failed 3 of 100 at 1,000 digits, each on that carry digit. Writing the carry's units before D
 (``… x' c D # C c``, 15 tokens, window 6) was worse: 97.8 % even at 10 digits, its errors all
 that digit, off by one at the threshold e + x'·y' ≥ 10·k — computed from the last input in one
 step. Here the carry comes 3 tokens after the last read, once D is written, from H next to it.
