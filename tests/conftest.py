@@ -19,3 +19,15 @@ def tokenizer(addition):
     from ssmagent.agent.tokenizer import Tokenizer, task_commands
 
     return Tokenizer.for_commands(task_commands(addition))
+
+
+@pytest.fixture
+def one_thread():
+    """Small model shapes gain nothing from a second thread, and on a busy 2-core machine
+    OpenMP/MKL threads wait on each other (100x slowdowns were seen): run single-threaded."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,7 @@ VOCAB = ["<pad>", "<bos>", *"0123456789+=", "⟨read⟩"]
 META = {"task": "addition", "step": 250, "eval": {"100": 1.0}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These shapes are too small to gain from a second thread, and on a busy 2-core machine
-    OpenMP/MKL threads wait on each other (100x slowdowns were seen): run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(**overrides) -> MambaLM:

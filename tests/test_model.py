@@ -15,14 +15,7 @@ from ssmagent.model import DecodeState, MambaConfig, MambaLM, selective_scan, se
 VOCAB = 37
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These shapes are too small to gain from a second thread, and on a busy 2-core machine
-    OpenMP/MKL threads wait on each other (100x slowdowns were seen): run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, **overrides) -> MambaLM:
