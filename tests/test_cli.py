@@ -35,6 +35,8 @@ def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["train", "addition", "--steps", "0"], "--steps"),
         (["train", "addition", "--config", "huge"], "huge"),
         (["train", "addition", "--dt-min", "1", "--dt-max", "0.5"], "dt-min"),
+        (["train", "addition", "--scan", "fast"], "--scan"),
+        (["train", "addition", "--device", "cpu", "--scan", "triton"], "--scan triton needs"),
         (["report", "eval", "/no/such.json"], "not an ssmagent eval results file"),
         (["solve", "addition", "1", "2", "--backend", "graph"], "--backend graph needs --device cuda"),
         (["solve", "addition", "1", "2", "--backend", "fast"], "--backend must be"),

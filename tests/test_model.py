@@ -162,7 +162,7 @@ def test_training_gradients_match_the_reference_scan():
     import ssmagent.model.mamba as mamba
 
     original = mamba.selective_scan
-    mamba.selective_scan = lambda x, dt, A, B, C, D=None, h0=None, chunk_size=8: selective_scan_reference(
+    mamba.selective_scan = lambda x, dt, A, B, C, D=None, h0=None, chunk_size=8, backend="torch": selective_scan_reference(
         x, dt, A, B, C, D, h0
     )
     try:

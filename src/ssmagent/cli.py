@@ -53,10 +53,10 @@ def _device(name: str) -> str:
 
 def _backend(name: str, device: str) -> str:
     """The decode backend to use: ``auto`` is the fastest available (graph on CUDA with triton)."""
-    from ssmagent.kernels import BACKENDS, HAS_TRITON
+    from ssmagent.kernels import BACKENDS, HAS_TRITON, fastest_backend
 
     if name == "auto":
-        return "graph" if device == "cuda" and HAS_TRITON else "torch"
+        return fastest_backend(device)
     if name not in BACKENDS:
         _fail(f"--backend must be auto, {', '.join(BACKENDS)}; got {name!r}")
     if name != "torch" and (device != "cuda" or not HAS_TRITON):
@@ -217,6 +217,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/TASK-seedS).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present).")] = "auto",
+    scan: Annotated[str, typer.Option(help="Selective scan: torch, triton (GPU) or auto (triton on CUDA).")] = "auto",
 ) -> None:
     """Train on short instances by teacher forcing on expert trajectories."""
     from ssmagent.model import CheckpointError
@@ -227,7 +228,7 @@ def train(
     cfg = TrainConfig(
         task=task, max_size=max_size, config=config, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
         dt_min=dt_min, dt_max=dt_max, seed=seed, eval_every=eval_every, eval_sizes=tuple(_parse_sizes(eval_sizes)),
-        eval_episodes=eval_episodes, device=_device(device),
+        eval_episodes=eval_episodes, device=_device(device), scan=scan,
     )
     try:
         cfg.validate()
@@ -239,7 +240,7 @@ def train(
     run_dir = out or Path("runs") / f"{task}-seed{seed}"
     if not resume and (run_dir / "last.state.pt").exists():
         _fail(f"{run_dir} already holds a run; pass --resume to continue it or --out to start elsewhere")
-    console.print(f"training {task} ≤{max_size} on {cfg.device}, config {config}, seed {seed} → {run_dir}")
+    console.print(f"training {task} ≤{max_size} on {cfg.device} (scan {cfg.scan_backend()}), config {config}, seed {seed} → {run_dir}")
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -479,6 +480,85 @@ def bench_decode(ctx: typer.Context) -> None:
     sys.stderr.write(captured.getvalue())
     if code:
         raise typer.Exit(code)
+
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="The code sandbox (DESIGN.md §4): build its image, check its backends, run a file.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    force: Annotated[bool, typer.Option(help="Rebuild even when the image already exists.")] = False,
+    mirror: Annotated[str | None, typer.Option(help="Debian mirror (default: the one in this machine's apt sources).")] = None,
+) -> None:
+    """Build the Docker backend's image (debootstrap + docker import, about a minute; needs root)."""
+    from ssmagent.sandbox import SandboxError
+    from ssmagent.sandbox.docker_backend import connect
+    from ssmagent.sandbox.image import build_image
+
+    try:
+        result = build_image(connect(), force=force, mirror=mirror, log=lambda line: console.print(line, markup=False))
+    except SandboxError as err:
+        _fail(str(err))
+    if not result.built:
+        console.print(f"{result.image} already exists (pass --force to rebuild)")
+        return
+    console.print(f"built {result.image} in {result.seconds:.0f} s from {result.mirror} ({result.size_bytes / 1e6:,.0f} MB)")
+
+
+@sandbox_app.command("doctor")
+def sandbox_doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Which backend `auto` uses, and why each backend is or is not usable here (exit 1 if none is)."""
+    from ssmagent.sandbox import doctor
+
+    report = doctor()
+    if as_json:
+        print(json.dumps(report.to_json()))
+    else:
+        table = Table("backend", "usable", "why")
+        for status in report.backends:
+            table.add_row(status.name, "[green]yes[/]" if status.available else "[red]no[/]", status.reason)
+        console.print(table)
+        console.print(f"auto → {report.chosen or 'none: every run would fail until one of the fixes above is applied'}")
+    if report.chosen is None:
+        raise typer.Exit(1)
+
+
+@sandbox_app.command("run")
+def sandbox_run(
+    file: Annotated[Path, typer.Argument(help="A Python file; it runs as `python FILE` in a fresh workspace holding a copy of it.")],
+    backend: Annotated[str, typer.Option(help="auto, docker or bubblewrap.")] = "auto",
+    timeout: Annotated[float, typer.Option(help="Wall-clock limit in seconds.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Run a Python file in the sandbox and show what a model would observe."""
+    import math
+    import shutil
+    import tempfile
+
+    from ssmagent.sandbox import BACKENDS, SandboxError, SandboxLimits, get_sandbox
+
+    if not file.is_file():
+        _fail(f"{file} is not a file; pass the path of a Python file")
+    if backend not in ("auto", *BACKENDS):
+        _fail(f"--backend must be auto, {' or '.join(BACKENDS)}; got {backend!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        _fail(f"--timeout must be a positive number of seconds, got {timeout}")
+    try:
+        sandbox = get_sandbox(backend)
+        with tempfile.TemporaryDirectory(prefix="ssmagent-run-") as workspace:
+            shutil.copyfile(file, Path(workspace) / file.name)
+            script = file.name if not file.name.startswith("-") else f"./{file.name}"  # never read as an option
+            result = sandbox.run(Path(workspace), ["python", script], limits=SandboxLimits(timeout_s=timeout))
+    except SandboxError as err:
+        _fail(str(err))
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print(result.observation(), end="")
+    console.print(f"[dim]{result.backend} backend, {result.seconds:.2f} s[/]")
 
 
 @app.command("list")

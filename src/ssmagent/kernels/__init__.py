@@ -19,6 +19,7 @@ _EXPORTS = {
     "HAS_TRITON": "decode",
     "KernelConfig": "decode",
     "TritonStep": "decode",
+    "fastest_backend": "decode",
     "decode_step": "decode",
     "conv_step": "decode",
     "conv_step_reference": "decode",

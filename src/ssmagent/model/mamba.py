@@ -195,6 +195,18 @@ def selective_scan_reference(
     return y, h
 
 
+SCAN_BACKENDS = ("torch", "triton")
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a full-sequence pass runs the selective scan: ``backend`` "torch" (the chunked scan
+    below, any device) or "triton" (``ssmagent.kernels.scan``, GPU); ``chunk_size`` for torch."""
+
+    backend: str = "torch"
+    chunk_size: int = 8
+
+
 class _ChunkedSelectiveScan(torch.autograd.Function):
     """h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t; y_t = C_t · h_t, with a hand-written backward.
 
@@ -346,19 +358,29 @@ def selective_scan(
     D: Tensor | None = None,
     h0: Tensor | None = None,
     chunk_size: int = 8,
+    backend: str = "torch",
 ) -> tuple[Tensor, Tensor]:
     """Same contract as ``selective_scan_reference``, fast: chunked, with a hand-written backward.
 
     x, dt: (b, l, d_in); A: (d_in, N); B, C: (b, l, N); D: (d_in,); h0: (b, d_in, N) or None.
     Returns y (b, l, d_in) (with the D skip when D is given) and h_l (b, d_in, N), in float32 (or
     float64 for float64 inputs). Differentiable in all of them. ``chunk_size`` only trades cache
-    use against Python overhead: 8 was fastest on a 2-core CPU for b=32, d_in=128.
+    use against Python overhead: 8 was fastest on a 2-core CPU for b=32, d_in=128. ``backend``
+    "triton" runs ``ssmagent.kernels.scan`` instead (one kernel launch per direction: the GPU
+    path; float32 only).
     """
+    if backend not in SCAN_BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of: {', '.join(SCAN_BACKENDS)}")
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, dt, A, B, C = (v.to(dtype) for v in (x, dt, A, B, C))
     h0 = None if h0 is None else h0.to(dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):  # the state stays float32 under AMP
-        y, h = _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, int(chunk_size))
+        if backend == "triton":
+            from ssmagent.kernels.scan import TritonSelectiveScan
+
+            y, h = TritonSelectiveScan.apply(x, dt, A, B, C, h0)
+        else:
+            y, h = _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, int(chunk_size))
     if D is not None:
         y = y + x * D.to(dtype)
     return y, h
@@ -465,7 +487,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(d_in))
         self.out_proj = nn.Linear(d_in, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, u: Tensor, state: tuple[Tensor, Tensor] | None = None, chunk_size: int = 8) -> Tensor:
+    def forward(self, u: Tensor, state: tuple[Tensor, Tensor] | None = None, scan: ScanOptions = ScanOptions()) -> Tensor:
         """u: (b, l, d_model) -> (b, l, d_model). With ``state`` = (conv_state (b, d_in, d_conv),
         ssm_state (b, d_in, N)) the sequence continues from it and the states are updated in place."""
         cfg = self.cfg
@@ -487,7 +509,7 @@ class MambaMixer(nn.Module):
         dt = F.softplus(self.dt_proj(dt_low))  # (b, l, d_in)   Δ > 0
         A = -torch.exp(self.A_log.float())  # (d_in, N)   < 0
         h0 = None if state is None else state[1]
-        y, h = selective_scan(x, dt, A, Bm, Cm, self.D, h0=h0, chunk_size=chunk_size)  # (b, l, d_in)
+        y, h = selective_scan(x, dt, A, Bm, Cm, self.D, h0=h0, chunk_size=scan.chunk_size, backend=scan.backend)
         if state is not None:
             state[1].copy_(h.detach())
         y = y.to(u.dtype) * F.silu(z)  # (b, l, d_in)   gate
@@ -502,10 +524,10 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mixer = MambaMixer(cfg)
 
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, chunk_size: int = 8) -> Tensor:
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, scan: ScanOptions = ScanOptions()) -> Tensor:
         residual = x.float()  # (b, l, d_model)
         h = self.norm(x.to(self.norm.weight.dtype))
-        return residual + self.mixer(h, state, chunk_size)
+        return residual + self.mixer(h, state, scan)
 
 
 class MambaBackbone(nn.Module):
@@ -531,7 +553,7 @@ class MambaLM(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
-        self.scan_chunk_size = 8
+        self.scan = ScanOptions()  # how ``forward`` runs the selective scan (training, prefill)
         self._decode_cache: tuple | None = None  # see _decode_params
         # which implementation ``step`` uses: "torch" (below), or "triton" / "graph" (the GPU
         # kernels of ssmagent.kernels, imported only when chosen)
@@ -590,7 +612,7 @@ class MambaLM(nn.Module):
         x = self.backbone.embeddings(input_ids)  # (B, L, d_model)
         for i, layer in enumerate(self.backbone.layers):
             layer_state = None if state is None else (state.conv_state[i], state.ssm_state[i])
-            x = layer(x, layer_state, self.scan_chunk_size)  # (B, L, d_model), float32
+            x = layer(x, layer_state, self.scan)  # (B, L, d_model), float32
         x = self.backbone.norm_f(x.to(self.backbone.norm_f.weight.dtype))
         return self.lm_head(x)  # (B, L, V)
 

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from ssmagent.agent import ExpertPolicy, Tokenizer, Trajectory, run_episodes, task_commands
 from ssmagent.atomic import atomic_write_text
 from ssmagent.eval.sweep import evaluate_model
+from ssmagent.kernels import HAS_TRITON, fastest_backend
 from ssmagent.model import MambaConfig, MambaLM, load_checkpoint, save_checkpoint
+from ssmagent.model.mamba import SCAN_BACKENDS, ScanOptions
 from ssmagent.model.checkpoint import load_training_state, save_training_state
 from ssmagent.tasks import Task, get_task
 
@@ -59,6 +61,9 @@ class TrainConfig:
     eval_sizes: tuple[int, ...] = (100, 1000)
     eval_episodes: int = 10
     device: str = "cpu"
+    scan: str = "auto"
+    """Selective scan of the training pass: "torch", "triton" (GPU), or "auto" (triton on CUDA
+    when installed): the torch scan's per-step kernel launches dominate long sequences on a GPU."""
 
     def validate(self) -> None:
         for name in ("max_size", "steps", "batch_size", "warmup", "eval_every", "eval_episodes"):
@@ -70,6 +75,16 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if any(s < 1 for s in self.eval_sizes):
             raise ValueError("--eval-sizes must be positive integers")
+        if self.scan not in ("auto", *SCAN_BACKENDS):
+            raise ValueError(f"--scan must be auto, {', '.join(SCAN_BACKENDS)}; got {self.scan!r}")
+        if self.scan == "triton" and not (self.device.startswith("cuda") and HAS_TRITON):
+            raise ValueError("--scan triton needs --device cuda and triton installed; use --scan torch")
+
+    def scan_backend(self) -> str:
+        """The scan this run uses (``auto`` resolved)."""
+        if self.scan != "auto":
+            return self.scan
+        return "triton" if self.device.startswith("cuda") and HAS_TRITON else "torch"
 
 
 @dataclass
@@ -137,6 +152,8 @@ def train(
     model_cfg = MambaConfig.preset(cfg.config, vocab_size=len(tokenizer))
     model_cfg.dt_min, model_cfg.dt_max = cfg.dt_min, cfg.dt_max
     model = MambaLM(model_cfg).to(device)
+    model.decode_backend = fastest_backend(device.type)  # evaluations decode thousands of steps
+    model.scan = ScanOptions(backend=cfg.scan_backend())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start_step, best_score, best_step, log = 0, (-1.0,), -1, []
 
@@ -144,7 +161,7 @@ def train(
         if not state_path.exists() or not last.exists():
             raise FileNotFoundError(f"nothing to resume in {run_dir}: no last.safetensors/last.state.pt there")
         saved = load_training_state(state_path)
-        if saved["config"] != _jsonable(cfg):
+        if {**_jsonable(TrainConfig()), **saved["config"]} != _jsonable(cfg):  # keys added since: defaults
             raise ValueError(f"{run_dir} was trained with other options; resume with the same ones: {saved['config']}")
         model.load_state_dict(load_checkpoint(last, device=str(device)).model.state_dict())
         optimizer.load_state_dict(saved["optimizer"])
