@@ -1,6 +1,8 @@
-"""Shared fixtures: the addition task and its tokenizer."""
+"""Shared fixtures: the addition task and its tokenizer; the sandbox backends."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -31,3 +33,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _sandbox_or_skip(backend: str):
+    """The named sandbox backend, or a loud skip saying how to get it. Where CI sets
+    SSMAGENT_REQUIRE_DOCKER=1 (or SSMAGENT_REQUIRE_BUBBLEWRAP=1) a missing backend fails instead:
+    CI must prove containment on both (DESIGN.md §4, §5)."""
+    from ssmagent.sandbox import SandboxUnavailable, get_sandbox
+
+    try:
+        return get_sandbox(backend)
+    except SandboxUnavailable as err:
+        flag = f"SSMAGENT_REQUIRE_{backend.upper()}"
+        if os.environ.get(flag) == "1":
+            pytest.fail(f"{flag}=1 but the {backend} sandbox is unavailable: {err}", pytrace=False)
+        pytest.skip(f"{backend} sandbox tests SKIPPED: {err}")
+
+
+@pytest.fixture(scope="session", params=["docker", "bubblewrap"])
+def sandbox(request):
+    """Each sandbox backend in turn: tests using it run once per backend this machine has."""
+    return _sandbox_or_skip(request.param)
+
+
+@pytest.fixture(scope="session")
+def docker_sandbox():
+    return _sandbox_or_skip("docker")
+
+
+@pytest.fixture(scope="session")
+def bubblewrap_sandbox():
+    return _sandbox_or_skip("bubblewrap")

@@ -492,12 +492,15 @@ def sandbox_build(
     mirror: Annotated[str | None, typer.Option(help="Debian mirror (default: the one in this machine's apt sources).")] = None,
 ) -> None:
     """Build the Docker backend's image (debootstrap + docker import, about a minute; needs root)."""
+    import functools
+
     from ssmagent.sandbox import SandboxError
     from ssmagent.sandbox.docker_backend import connect
     from ssmagent.sandbox.image import build_image
 
     try:
-        result = build_image(connect(), force=force, mirror=mirror, log=lambda line: console.print(line, markup=False))
+        result = build_image(connect(), force=force, mirror=mirror,
+                             log=functools.partial(console.print, markup=False, soft_wrap=True))
     except SandboxError as err:
         _fail(str(err))
     if not result.built:

@@ -64,6 +64,7 @@ class ToolEnv(gym.Env[str, str]):
         else:
             self.instance = self.task.sample(self.size, self.np_random)
         question = self.task.question(self.instance)
+        self._close_tools()
         self._all_tools = self.task.make_tools()
         self._tools = {}
         for tool in self._all_tools:
@@ -98,7 +99,7 @@ class ToolEnv(gym.Env[str, str]):
         elif command == END:
             terminated = True
             answer = "".join(self._answer)
-            correct = self.task.score(self.instance, answer)
+            correct = self.task.score_episode(self.instance, answer, self._all_tools)
             reward = float(correct)
             observation = ""
             info.update(answer=answer, correct=correct, expected=self.task.answer(self.instance))
@@ -134,6 +135,15 @@ class ToolEnv(gym.Env[str, str]):
         if not error and command != END and command[1:-1] not in self._tools:
             error = f"unknown command; this task's commands are {len(self._tools)} tool commands and ⟨end⟩"
         return "".join(thought), "".join(answer_part), command, error
+
+    def close(self) -> None:
+        self._close_tools()
+        super().close()
+
+    def _close_tools(self) -> None:
+        """Let the last episode's tools release what they hold (a code task's workspace)."""
+        for tool in self._all_tools:
+            tool.close()
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

@@ -10,11 +10,14 @@ from importlib.metadata import entry_points
 
 from ssmagent.tasks.addition import Addition
 from ssmagent.tasks.base import ANSWER, END, Expert, Task, TaskInputError
+from ssmagent.tasks.codefix import CodeFix
 from ssmagent.tasks.hanoi import Hanoi
 from ssmagent.tasks.logic_graph import LogicGraph
 from ssmagent.tasks.multiplication import Multiplication
 
-TASKS: dict[str, Task] = {task.name: task for task in (Addition(), Multiplication(), LogicGraph(), Hanoi())}
+TASKS: dict[str, Task] = {
+    task.name: task for task in (Addition(), Multiplication(), LogicGraph(), Hanoi(), CodeFix())
+}
 
 
 def _load_plugins() -> None:

@@ -9,6 +9,7 @@ finite-state policy reading a short window could imitate it at any length.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -84,6 +85,12 @@ class Task(ABC, Generic[Instance]):
 
     def score(self, instance: Instance, answer: str) -> bool:
         return answer == self.answer(instance)
+
+    def score_episode(self, instance: Instance, answer: str, tools: Sequence[Tool]) -> bool:
+        """The verdict on a finished episode: ``score`` of its answer, unless the task's success
+        also lies in what the episode's tools changed (a codebase the policy fixed, checked by
+        a hidden test) — then it reads them."""
+        return self.score(instance, answer)
 
     @abstractmethod
     def make_tools(self) -> list[Tool]:

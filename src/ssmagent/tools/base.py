@@ -54,3 +54,7 @@ class Tool(ABC):
     @abstractmethod
     def run(self, command: str) -> str:
         """Execute one of ``commands`` and return the observation ('' when silent)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the episode holds outside memory (a workspace directory); the default
+        holds nothing."""
