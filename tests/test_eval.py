@@ -108,3 +108,27 @@ def test_eval_failures_option_prints_the_first_wrong_token(tmp_path):
     data = json.loads((tmp_path / "addition" / "eval.json").read_text())
     assert data["rows"][0]["results"][0]["failures"] == [0, 1]
     assert np.isfinite(data["rows"][0]["results"][0]["peak_rss_mib"])
+
+
+def test_multiplication_results_are_broken_down_into_n_by_1_and_n_by_2():
+    from ssmagent.eval.sweep import evaluate_size
+
+    task = get_task("multiplication")
+    result, instances, _ = evaluate_size(task, ExpertPolicy(task), 6, 12, seed=3)
+    assert set(result.by_variant) == {"n×1", "n×2"}
+    assert sum(n for _, n in result.by_variant.values()) == 12 == sum(c for c, _ in result.by_variant.values())
+    assert result.by_variant["n×2"][1] == sum(len(p.b) == 2 for p in instances)
+    assert result.to_json()["by_variant"]["n×1"] == {"correct": result.by_variant["n×1"][0], "episodes": result.by_variant["n×1"][1]}
+
+
+def test_a_variant_table_counts_only_that_variants_episodes():
+    from ssmagent.eval.report import variants
+
+    row = {"size": 10, "episodes": 4, "correct": 3, "accuracy": 0.75,
+           "by_variant": {"n×1": {"correct": 2, "episodes": 2}, "n×2": {"correct": 1, "episodes": 2}}}
+    results = {"task": "multiplication", "sizes": [10], "size_unit": "digits", "rows": [{"checkpoint": "a", "results": [row]}]}
+    assert variants(results) == ["n×1", "n×2"]
+    assert accuracy_table(results)[1][0][1] == "75 % (3/4)"
+    assert accuracy_table(results, "n×1")[1][0][1] == "100 % (2/2)"
+    assert accuracy_table(results, "n×2")[1][0][1] == "50 % (1/2)"
+    assert variants({**results, "rows": [{"checkpoint": "a", "results": [{**row, "by_variant": {}}]}]}) == []

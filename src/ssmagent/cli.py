@@ -390,7 +390,7 @@ def report_eval(
     plot: Annotated[Path | None, typer.Option(help="Also write the accuracy plot here.")] = None,
 ) -> None:
     """Print the markdown table of eval results files, joined by checkpoint (what the docs show)."""
-    from ssmagent.eval.report import accuracy_table, markdown_table, merge_results, plot_accuracy, read_results
+    from ssmagent.eval.report import accuracy_table, markdown_table, merge_results, plot_accuracy, read_results, variants
 
     try:
         data = merge_results([read_results(path) for path in results])
@@ -398,6 +398,8 @@ def report_eval(
         _fail(str(err))
     print("\n".join(f"`{command}`" for command in data["commands"]) + "\n")
     print(markdown_table(*accuracy_table(data)))
+    for variant in variants(data):
+        print(f"\n{variant} only:\n\n" + markdown_table(*accuracy_table(data, variant)))
     if plot:
         plot_accuracy(data, plot)
         print(f"\nplot → {plot}")

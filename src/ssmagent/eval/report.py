@@ -50,18 +50,24 @@ def merge_results(files: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per checkpoint, then mean ± spread when there are several."""
+def variants(results: dict[str, Any]) -> list[str]:
+    """The problem kinds the results are broken down by (``Task.variant``), in order."""
+    return sorted({v for row in results["rows"] for r in row["results"] for v in r.get("by_variant", {})})
+
+
+def accuracy_table(results: dict[str, Any], variant: str = "") -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per checkpoint, then mean ± spread when there are several; with
+    ``variant``, only that kind of problem's episodes."""
     sizes = results["sizes"]
     header = ["checkpoint", *[f"{s:,} {results.get('size_unit', '')}".strip() for s in sizes]]
     rows = []
     per_size: dict[int, list[float]] = {s: [] for s in sizes}
     for row in results["rows"]:
-        by_size = {r["size"]: r for r in row["results"]}
+        by_size = {r["size"]: _counts(r, variant) for r in row["results"]}
         cells = [row["checkpoint"]]
         for size in sizes:
             r = by_size.get(size)
-            if r is None:
+            if not r:
                 cells.append("—")
                 continue
             per_size[size].append(r["accuracy"])
@@ -74,6 +80,16 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]
             cells.append(f"{acc.mean():.1f} % ({acc.min():.0f}–{acc.max():.0f})" if acc.size else "—")
         rows.append(cells)
     return header, rows
+
+
+def _counts(result: dict[str, Any], variant: str) -> dict[str, Any] | None:
+    """A size's correct/episodes/accuracy, or only ``variant``'s (None where it has none)."""
+    if not variant:
+        return result
+    counts = result.get("by_variant", {}).get(variant)
+    if not counts or not counts["episodes"]:
+        return None
+    return {**counts, "accuracy": counts["correct"] / counts["episodes"]}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -36,6 +36,8 @@ class SizeResult:
     generated_tokens: int
     observed_tokens: int
     failures: list[int] = field(default_factory=list)
+    by_variant: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """(correct, episodes) per ``Task.variant`` when the task has several kinds of problem."""
     peak_rss_mib: float = 0.0
     """Peak resident memory of this process so far (it never decreases): that it stays flat as
     the size grows shows that nothing grows with episode length but the tools' own memory."""
@@ -54,6 +56,7 @@ class SizeResult:
             "generated_tokens": self.generated_tokens,
             "observed_tokens": self.observed_tokens,
             "failures": self.failures,
+            **({"by_variant": {k: {"correct": c, "episodes": n} for k, (c, n) in self.by_variant.items()}} if self.by_variant else {}),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
         }
 
@@ -86,9 +89,22 @@ def evaluate_size(
         generated_tokens=sum(t.generated_tokens for t in trajectories),
         observed_tokens=sum(t.observed_tokens for t in trajectories),
         failures=[i for i, t in enumerate(trajectories) if not t.correct],
+        by_variant=count_by_variant(task, instances, trajectories),
         peak_rss_mib=peak_rss_mib(),
     )
     return result, instances, trajectories
+
+
+def count_by_variant(task: Task, instances: list[Any], trajectories: list[Trajectory]) -> dict[str, tuple[int, int]]:
+    """(correct, episodes) per variant, in sorted order; empty for single-kind tasks."""
+    counts: dict[str, list[int]] = {}
+    for instance, trajectory in zip(instances, trajectories):
+        variant = task.variant(instance)
+        if variant:
+            tally = counts.setdefault(variant, [0, 0])
+            tally[0] += bool(trajectory.correct)
+            tally[1] += 1
+    return {k: (c, n) for k, (c, n) in sorted(counts.items())}
 
 
 def evaluate_model(

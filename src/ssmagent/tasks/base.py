@@ -86,6 +86,11 @@ class Task(ABC, Generic[Instance]):
     def score(self, instance: Instance, answer: str) -> bool:
         return answer == self.answer(instance)
 
+    def variant(self, instance: Instance) -> str:
+        """The kind of problem within a size that results are also broken down by (``n×2``
+        for a two-digit multiplier); '' when the task has a single kind."""
+        return ""
+
     def score_episode(self, instance: Instance, answer: str, tools: Sequence[Tool]) -> bool:
         """The verdict on a finished episode: ``score`` of its answer, unless the task's success
         also lies in what the episode's tools changed (a codebase the policy fixed, checked by

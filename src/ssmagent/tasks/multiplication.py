@@ -129,6 +129,9 @@ class Multiplication(Task[Product]):
             a, b = _digits(size, rng, low=5), _digits(width, rng, low=5)
         return Product(a, b)
 
+    def variant(self, instance: Product) -> str:
+        return f"n×{len(instance.b)}"
+
     def hard_instances(self, size: int) -> list[Product]:
         nines, ones = "9" * size, "1" * size
         return [Product(nines, "99"), Product(nines, "9"), Product(ones, "1")]
