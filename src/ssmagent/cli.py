@@ -190,7 +190,7 @@ def _print_solve_summary(out: dict[str, Any], question: str) -> None:
     table.add_row("problem", f"{out['task']}, size {out['size']:,}" + (f", seed {out['seed']}" if out["seed"] is not None else ""))
     table.add_row("question", _short(question))
     table.add_row("answer", _short(out["answer"]) or "(none)")
-    table.add_row("check", f"{verdict} against exact arithmetic")
+    table.add_row("check", f"{verdict} by the task's exact scorer")
     table.add_row("tokens", f"{out['generated_tokens']:,} generated + {out['observed_tokens']:,} observed")
     backend = f", {out['backend']} backend" if out["backend"] else ""
     table.add_row("speed", f"{out['tokens_per_second']:,.0f} tokens/s, {out['seconds']:.2f} s on {out['device']}{backend}")

@@ -325,6 +325,9 @@ class CodeFix(Task[Codebase]):
         self.check_size(size)
         return sample_codebase(size, rng)
 
+    def variant(self, instance: Codebase) -> str:
+        return instance.bug.kind
+
     def hard_instances(self, size: int) -> list[Codebase]:
         """The longest fix of each kind, with every variable used by the last function (so
         passed through all of them: the longest lines): an unpassed int and an unpassed
