@@ -37,6 +37,15 @@ def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["train", "addition", "--dt-min", "1", "--dt-max", "0.5"], "dt-min"),
         (["train", "addition", "--scan", "fast"], "--scan"),
         (["train", "addition", "--device", "cpu", "--scan", "triton"], "--scan triton needs"),
+        (["train", "addition", "--data", "/no/such.jsonl"], "no such file"),
+        (["train", "addition", "--data", "/no/such.jsonl", "--max-size", "3"], "leave it out"),
+        (["data", "addition"], "Missing option '--out'"),
+        (["data", "addition", "--out", "x.jsonl", "--sizes", "4-2"], "--sizes"),
+        (["data", "addition", "--out", "x.jsonl", "--sizes", "1,x"], "--sizes"),
+        (["data", "addition", "--out", "x.jsonl", "--episodes", "0"], "--episodes"),
+        (["data", "addition", "--out", "x.jsonl", "--backend", "docker"], "runs no code"),
+        (["data", "codefix", "--out", "x.jsonl", "--sizes", "2000"], "at most 1000"),
+        (["data", "codefix", "--out", "x.jsonl", "--backend", "fast"], "--backend must be"),
         (["report", "eval", "/no/such.json"], "not an ssmagent eval results file"),
         (["solve", "addition", "1", "2", "--backend", "graph"], "--backend graph needs --device cuda"),
         (["solve", "addition", "1", "2", "--backend", "fast"], "--backend must be"),
@@ -126,3 +135,27 @@ def test_solve_shows_the_classic_hanoi_tower_when_no_seed_is_given():
     assert out["correct"] is True and out["seed"] is None
     seeded = json.loads(ssmagent("solve", "hanoi", "--size", "3", "--seed", "5", "--policy", "expert", "--json").stdout)
     assert seeded["seed"] == 5 and seeded["correct"] is True
+
+
+def test_data_writes_a_trajectory_file_that_train_data_trains_on(tmp_path):
+    out = tmp_path / "add.jsonl"
+    made = ssmagent("data", "addition", "--sizes", "1-3,5", "--episodes", "12", "--seed", "4", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    meta = json.loads((tmp_path / "add.meta.json").read_text())
+    assert meta["count"] == 12 and meta["sizes"] == [1, 2, 3, 5] and "episodes/s" in made.stdout
+    trained = ssmagent("train", "addition", "--data", str(out), "--steps", "2", "--batch-size", "4", "--warmup", "1",
+                       "--eval-every", "2", "--eval-sizes", "3", "--eval-episodes", "1", "--device", "cpu",
+                       "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    assert "from 12 trajectories" in trained.stdout and (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_train_data_refuses_an_empty_file_and_another_task_s_in_one_line(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    hanoi = tmp_path / "hanoi.jsonl"
+    assert ssmagent("data", "hanoi", "--sizes", "2", "--episodes", "1", "--out", str(hanoi)).returncode == 0
+    for path, needle in ((empty, "holds no trajectories"), (hanoi, "a trajectory of 'hanoi', not 'addition'")):
+        result = ssmagent("train", "addition", "--data", str(path), "--device", "cpu", "--out", str(tmp_path / "run"))
+        assert result.returncode == 2 and needle in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

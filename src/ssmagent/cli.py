@@ -74,6 +74,22 @@ def _parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _parse_size_set(text: str) -> list[int]:
+    """Sizes like ``4-16``, ``4,5,6`` or ``2-4,8``: sorted, each once."""
+    usage = f"--sizes must be positive integers and ranges like 4-16 or 2-4,8, got {text!r}"
+    sizes: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            _fail(usage)
+        if not 1 <= first <= last:
+            _fail(usage)
+        sizes.update(range(first, last + 1))
+    return sorted(sizes)
+
+
 def _task(name: str):
     from ssmagent.tasks import TaskInputError, get_task
 
@@ -202,7 +218,8 @@ def _print_solve_summary(out: dict[str, Any], question: str) -> None:
 @app.command()
 def train(
     task: Annotated[str, typer.Argument(help="Task name, e.g. addition.")],
-    max_size: Annotated[int, typer.Option(help="Largest instance size trained on.")] = 5,
+    max_size: Annotated[int | None, typer.Option(help="Largest instance size trained on (default 5; with --data, the data's).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Train on this trajectory file (written by `ssmagent data`) instead of live expert episodes.")] = None,
     config: Annotated[str, typer.Option(help="Model config: tiny or paper-130m.")] = "tiny",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
     batch_size: Annotated[int, typer.Option(help="Episodes per step.")] = 32,
@@ -219,14 +236,18 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (CUDA when present).")] = "auto",
     scan: Annotated[str, typer.Option(help="Selective scan: torch, triton (GPU) or auto (triton on CUDA).")] = "auto",
 ) -> None:
-    """Train on short instances by teacher forcing on expert trajectories."""
+    """Train on short instances by teacher forcing on expert trajectories (live, or from --data)."""
     from ssmagent.model import CheckpointError
     from ssmagent.train import TrainConfig
     from ssmagent.train import train as run_training
 
-    _task(task)
+    the_task = _task(task)
+    if data is not None and max_size is not None:
+        _fail("--max-size is the data's largest size when training on --data; leave it out")
+    dataset = _trajectory_set(data, the_task) if data is not None else None
     cfg = TrainConfig(
-        task=task, max_size=max_size, config=config, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+        task=task, max_size=dataset.max_size if dataset else 5 if max_size is None else max_size,
+        data_sha256=dataset.sha256 if dataset else None, config=config, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
         dt_min=dt_min, dt_max=dt_max, seed=seed, eval_every=eval_every, eval_sizes=tuple(_parse_sizes(eval_sizes)),
         eval_episodes=eval_episodes, device=_device(device), scan=scan,
     )
@@ -240,7 +261,9 @@ def train(
     run_dir = out or Path("runs") / f"{task}-seed{seed}"
     if not resume and (run_dir / "last.state.pt").exists():
         _fail(f"{run_dir} already holds a run; pass --resume to continue it or --out to start elsewhere")
-    console.print(f"training {task} ≤{max_size} on {cfg.device} (scan {cfg.scan_backend()}), config {config}, seed {seed} → {run_dir}")
+    source = f"{len(dataset.trajectories):,} trajectories of {data}" if dataset else "live expert episodes"
+    console.print(f"training {task} ≤{cfg.max_size} from {source} on {cfg.device} (scan {cfg.scan_backend()}), "
+                  f"config {config}, seed {seed} → {run_dir}")
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -259,11 +282,87 @@ def train(
             progress.update(bar, completed=entry["step"], status=status)
 
         try:
-            result = run_training(cfg, run_dir, resume=resume, on_log=on_log)
+            result = run_training(cfg, run_dir, resume=resume, on_log=on_log, data=dataset)
         except (FileNotFoundError, ValueError, CheckpointError) as err:
             _fail(str(err))
     console.print(f"best checkpoint: {run_dir / 'best.safetensors'} (step {result.best_step}, "
                   f"exact {', '.join(f'{100 * s:.0f}%' for s in result.best_score)} longest first)")
+
+
+def _trajectory_set(path: Path, task: Any):
+    """The checked trajectory file ``train --data`` reads (a bad one is a one-line error)."""
+    from ssmagent.agent import Tokenizer, task_commands
+    from ssmagent.train import DataError, load_trajectory_set
+
+    try:
+        return load_trajectory_set(path, task, Tokenizer.for_commands(task_commands(task)))
+    except DataError as err:
+        _fail(str(err))
+
+
+@app.command()
+def data(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. codefix.")],
+    out: Annotated[Path, typer.Option(help="The trajectory file to write (JSONL; its metadata goes to FILE.meta.json).")],
+    sizes: Annotated[str, typer.Option(help="Sizes drawn uniformly: a range 4-16, a list 4,5,6, or both: 2-4,8.")] = "1-5",
+    episodes: Annotated[int, typer.Option(help="Expert episodes (trajectories) to write.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Data seed: the file is a pure function of task, sizes, episodes and seed.")] = 0,
+    backend: Annotated[str, typer.Option(help="Sandbox of tasks that run code (codefix): auto, docker or bubblewrap.")] = "auto",
+) -> None:
+    """Write a fixed set of expert trajectories to train on with `train --data` (generated once:
+    for codefix every episode runs its program in the real sandbox several times)."""
+    from ssmagent.sandbox import SandboxError
+    from ssmagent.tasks import TaskInputError
+    from ssmagent.train import DataError, generate, meta_path
+
+    the_task = _task(task)
+    size_list = _parse_size_set(sizes)
+    if episodes < 1:
+        _fail(f"--episodes must be a positive integer, got {episodes}")
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; pass a file path like {out / f'{task}.jsonl'}")
+    try:
+        the_task.check_size(size_list[-1])
+    except TaskInputError as err:
+        _fail(f"--sizes: {err}")
+    the_task, backend_used = _sandboxed(the_task, backend)
+    on = f" on the {backend_used} sandbox" if backend_used else ""
+    console.print(f"{episodes:,} {task} expert episodes, sizes {sizes}, seed {seed}{on} → {out}")
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("data", total=episodes)
+        try:
+            meta = generate(the_task, size_list, episodes, seed, out, backend_used,
+                            on_episode=lambda trajectory: progress.advance(bar))
+        except (DataError, SandboxError) as err:
+            _fail(str(err))
+    seconds = time.perf_counter() - start
+    console.print(f"wrote {meta.count:,} trajectories ({meta.tokens:,} tokens, {meta.generated_tokens:,} trained on) "
+                  f"in {seconds:.1f} s, {meta.count / seconds:.1f} episodes/s; metadata → {meta_path(out)}")
+
+
+def _sandboxed(task: Any, backend: str) -> tuple[Any, str | None]:
+    """The task with its programs run on the chosen sandbox backend, and that backend's name.
+    A task runs code when it has a ``sandbox`` (codefix); it gets a copy with the backend
+    found once, so the choice is made (and reported) before any episode runs."""
+    import copy
+
+    from ssmagent.sandbox import BACKENDS, SandboxUnavailable, get_sandbox
+
+    if backend not in ("auto", *BACKENDS):
+        _fail(f"--backend must be auto, {' or '.join(BACKENDS)}; got {backend!r}")
+    if not hasattr(task, "sandbox"):
+        if backend != "auto":
+            _fail(f"--backend: {task.name} runs no code in a sandbox; leave --backend out")
+        return task, None
+    try:
+        sandbox = get_sandbox(backend)
+    except SandboxUnavailable as err:
+        _fail(str(err))
+    sandboxed = copy.copy(task)
+    sandboxed.sandbox = sandbox
+    return sandboxed, sandbox.name
 
 
 @app.command("eval")

@@ -86,9 +86,14 @@ class Trajectory:
         return ids, mask
 
 
+def jsonl_line(trajectory: Trajectory) -> str:
+    """One line of a trajectory file (for writers that stream episodes as they come)."""
+    return json.dumps(trajectory.to_json(), ensure_ascii=False) + "\n"
+
+
 def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
     """Write atomically: a reader never sees half a file."""
-    atomic_write_text(path, "".join(json.dumps(t.to_json(), ensure_ascii=False) + "\n" for t in trajectories))
+    atomic_write_text(path, "".join(map(jsonl_line, trajectories)))
 
 
 def read_jsonl(path: str | Path) -> Iterator[Trajectory]:

@@ -4,7 +4,9 @@ The recipe reads top to bottom: each step draws a fresh batch of short instances
 1..max_size) from an RNG keyed by (seed, step), runs the expert through the real env and tools
 to get trajectories, and minimises cross-entropy on thought, tool and answer tokens only.
 Because the data of step i depends on nothing but (seed, i), a resumed run sees exactly the
-batches an uninterrupted one would, and ends with the same weights.
+batches an uninterrupted one would, and ends with the same weights. Where the expert is costly
+(codefix runs its programs in a sandbox), the batches come instead from a fixed trajectory set
+generated once (``train.data``), drawn by an RNG keyed the same way.
 
 Every ``eval_every`` steps the model is evaluated on *long* problems with the real tools and
 the best checkpoint by that accuracy is kept: training loss reaches zero long before a run
@@ -33,6 +35,7 @@ from ssmagent.model import MambaConfig, MambaLM, load_checkpoint, save_checkpoin
 from ssmagent.model.mamba import SCAN_BACKENDS, ScanOptions
 from ssmagent.model.checkpoint import load_training_state, save_training_state
 from ssmagent.tasks import Task, get_task
+from ssmagent.train.data import TrajectorySet, data_batch
 
 EVAL_SEED = 7_000_003
 """Data seed of the evaluations run during training: distinct from the default seed (0) of
@@ -43,7 +46,8 @@ EVAL_SEED = 7_000_003
 class TrainConfig:
     task: str = "addition"
     max_size: int = 5
-    """Largest instance size trained on (sizes are drawn uniformly from 1..max_size)."""
+    """Largest instance size trained on (sizes are drawn uniformly from 1..max_size; with
+    ``data_sha256``, the largest size in the data)."""
     config: str = "tiny"
     steps: int = 1500
     batch_size: int = 32
@@ -64,6 +68,9 @@ class TrainConfig:
     scan: str = "auto"
     """Selective scan of the training pass: "torch", "triton" (GPU), or "auto" (triton on CUDA
     when installed): the torch scan's per-step kernel launches dominate long sequences on a GPU."""
+    data_sha256: str | None = None
+    """SHA-256 of the trajectory file trained on (``--data``); None: live expert batches. Part
+    of the config so that a run resumes only on the same data, wherever the file now lives."""
 
     def validate(self) -> None:
         for name in ("max_size", "steps", "batch_size", "warmup", "eval_every", "eval_episodes"):
@@ -139,9 +146,14 @@ def train(
     run_dir: Path,
     resume: bool = False,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    data: TrajectorySet | None = None,
 ) -> TrainResult:
-    """Train (or resume) a run in ``run_dir``: ``last`` and ``best`` checkpoints, ``log.jsonl``."""
+    """Train (or resume) a run in ``run_dir``: ``last`` and ``best`` checkpoints, ``log.jsonl``.
+    With ``data`` (whose hash ``cfg.data_sha256`` must be), batches come from that trajectory
+    set instead of the live expert."""
     cfg.validate()
+    if (data.sha256 if data else None) != cfg.data_sha256:
+        raise ValueError("cfg.data_sha256 must be the SHA-256 of the trajectory set passed as data")
     task = get_task(cfg.task)
     tokenizer = Tokenizer.for_commands(task_commands(task))
     device = torch.device(cfg.device)
@@ -161,6 +173,8 @@ def train(
         if not state_path.exists() or not last.exists():
             raise FileNotFoundError(f"nothing to resume in {run_dir}: no last.safetensors/last.state.pt there")
         saved = load_training_state(state_path)
+        if saved["config"].get("data_sha256") != cfg.data_sha256:
+            raise ValueError(_other_data(run_dir, saved["config"].get("data_sha256"), data))
         if {**_jsonable(TrainConfig()), **saved["config"]} != _jsonable(cfg):  # keys added since: defaults
             raise ValueError(f"{run_dir} was trained with other options; resume with the same ones: {saved['config']}")
         model.load_state_dict(load_checkpoint(last, device=str(device)).model.state_dict())
@@ -187,13 +201,17 @@ def train(
         )
         _write_log(run_dir / "log.jsonl", log)
 
+    def batch(step: int) -> list[Trajectory]:
+        if data is not None:
+            return data_batch(data.trajectories, cfg.batch_size, cfg.seed, step)
+        return expert_batch(task, cfg.max_size, cfg.batch_size, cfg.seed, step)
+
     tick = time.perf_counter()
     for step in range(start_step, cfg.steps):
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        inputs, targets, mask = (t.to(device) for t in collate(
-            expert_batch(task, cfg.max_size, cfg.batch_size, cfg.seed, step), tokenizer))
+        inputs, targets, mask = (t.to(device) for t in collate(batch(step), tokenizer))
         loss, accuracy = masked_loss(model(inputs), targets, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -224,6 +242,13 @@ def train(
         if on_log:
             on_log(entry)
     return TrainResult(run_dir, best_step, best_score, log)
+
+
+def _other_data(run_dir: Path, trained_on: str | None, data: TrajectorySet | None) -> str:
+    """Why a run cannot resume on this data (or without data, or with data it never had)."""
+    was = f"the trajectory file with SHA-256 {trained_on[:12]}…" if trained_on else "live expert batches"
+    now = f"{data.path} (SHA-256 {data.sha256[:12]}…)" if data else "live expert batches"
+    return f"{run_dir} was trained on {was}, not {now}; resume with the same data (--data)"
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
