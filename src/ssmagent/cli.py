@@ -29,6 +29,7 @@ report_app = typer.Typer(no_args_is_help=True, help="Tables and plots generated 
 app.add_typer(report_app, name="report")
 console = Console()
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+SANDBOX_HELP = "Sandbox of tasks that run code (codefix): auto, docker or bubblewrap."
 
 
 class UserError(Exception):
@@ -131,6 +132,7 @@ def solve(
     policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     backend: Annotated[str, typer.Option(help="Decode path: auto (fastest available), torch, triton or graph.")] = "auto",
+    sandbox: Annotated[str, typer.Option(help=SANDBOX_HELP)] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a summary.")] = False,
     save: Annotated[Path | None, typer.Option(help="Append the trajectory to this JSONL file.")] = None,
 ) -> None:
@@ -140,7 +142,7 @@ def solve(
     from ssmagent.agent import ExpertPolicy, ModelPolicy, read_jsonl, run_episodes, write_jsonl
     from ssmagent.tasks import TaskInputError
 
-    the_task = _task(task)
+    the_task, _ = _sandboxed(_task(task), sandbox)
     if policy not in ("model", "expert"):
         _fail(f"--policy must be model or expert, got {policy!r}")
     if size < 1:
@@ -307,7 +309,7 @@ def data(
     sizes: Annotated[str, typer.Option(help="Sizes drawn uniformly: a range 4-16, a list 4,5,6, or both: 2-4,8.")] = "1-5",
     episodes: Annotated[int, typer.Option(help="Expert episodes (trajectories) to write.")] = 1000,
     seed: Annotated[int, typer.Option(help="Data seed: the file is a pure function of task, sizes, episodes and seed.")] = 0,
-    backend: Annotated[str, typer.Option(help="Sandbox of tasks that run code (codefix): auto, docker or bubblewrap.")] = "auto",
+    sandbox: Annotated[str, typer.Option(help=SANDBOX_HELP)] = "auto",
 ) -> None:
     """Write a fixed set of expert trajectories to train on with `train --data` (generated once:
     for codefix every episode runs its program in the real sandbox several times)."""
@@ -325,7 +327,7 @@ def data(
         the_task.check_size(size_list[-1])
     except TaskInputError as err:
         _fail(f"--sizes: {err}")
-    the_task, backend_used = _sandboxed(the_task, backend)
+    the_task, backend_used = _sandboxed(the_task, sandbox)
     on = f" on the {backend_used} sandbox" if backend_used else ""
     console.print(f"{episodes:,} {task} expert episodes, sizes {sizes}, seed {seed}{on} → {out}")
     start = time.perf_counter()
@@ -351,10 +353,10 @@ def _sandboxed(task: Any, backend: str) -> tuple[Any, str | None]:
     from ssmagent.sandbox import BACKENDS, SandboxUnavailable, get_sandbox
 
     if backend not in ("auto", *BACKENDS):
-        _fail(f"--backend must be auto, {' or '.join(BACKENDS)}; got {backend!r}")
+        _fail(f"--sandbox must be auto, {' or '.join(BACKENDS)}; got {backend!r}")
     if not hasattr(task, "sandbox"):
         if backend != "auto":
-            _fail(f"--backend: {task.name} runs no code in a sandbox; leave --backend out")
+            _fail(f"--sandbox: {task.name} runs no code in a sandbox; leave --sandbox out")
         return task, None
     try:
         sandbox = get_sandbox(backend)
@@ -376,6 +378,7 @@ def evaluate(
     policy: Annotated[str, typer.Option(help="model or expert.")] = "model",
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     backend: Annotated[str, typer.Option(help="Decode path: auto (fastest available), torch, triton or graph.")] = "auto",
+    sandbox: Annotated[str, typer.Option(help=SANDBOX_HELP)] = "auto",
     name: Annotated[str, typer.Option(help="Results go to results/TASK/NAME.json (and .png with --plot).")] = "eval",
     results_dir: Annotated[Path, typer.Option(help="Root of the results tree.")] = Path("results"),
     plot: Annotated[bool, typer.Option(help="Also write a PNG plot of accuracy vs size.")] = False,
@@ -391,7 +394,7 @@ def evaluate(
     from ssmagent.eval.diagnose import first_divergence
     from ssmagent.eval.report import accuracy_table, plot_accuracy, write_json_atomic
 
-    the_task = _task(task)
+    the_task, _ = _sandboxed(_task(task), sandbox)
     size_list = _parse_sizes(sizes)
     if episodes < 1 or batch_size < 1 or failures < 0:
         _fail("--episodes and --batch-size must be positive integers, --failures non-negative")
