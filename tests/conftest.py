@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter. The flag must be set before
+# anything imports ssmagent.kernels.decode (which decorates the kernels), and test modules are
+# all imported at collection, so it is set here, first.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Imported inside the fixtures: the GPU machine runs the kernel tests without gymnasium.
 

@@ -2,7 +2,7 @@
 step equals ``MambaLM.step``, and the kernels and bench import with torch alone.
 
 Where CUDA is available the kernels are compiled and run on the GPU; elsewhere they run on CPU
-tensors in Triton's interpreter (``TRITON_INTERPRET=1``, set below before Triton is imported), on
+tensors in Triton's interpreter (``TRITON_INTERPRET=1``, set by conftest.py before any test imports Triton), on
 small shapes. Tests that need triton skip cleanly without it; CUDA-graph tests skip without CUDA.
 """
 
@@ -16,8 +16,6 @@ import pytest
 import torch
 
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"  # before ssmagent.kernels.decode decorates its kernels
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 
 from ssmagent.model import DecodeState, MambaConfig, MambaLM  # noqa: E402

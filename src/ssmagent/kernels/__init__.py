@@ -12,6 +12,7 @@ when present (and needed only to launch kernels). Names are loaded on first use:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 _EXPORTS = {
@@ -19,7 +20,6 @@ _EXPORTS = {
     "HAS_TRITON": "decode",
     "KernelConfig": "decode",
     "TritonStep": "decode",
-    "fastest_backend": "decode",
     "decode_step": "decode",
     "conv_step": "decode",
     "conv_step_reference": "decode",
@@ -31,7 +31,19 @@ _EXPORTS = {
     "buckets_for": "graph",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "fastest_backend", "triton_installed"])
+
+
+def triton_installed() -> bool:
+    """Whether triton can be imported, found without importing it: importing it (and so
+    ``ssmagent.kernels.decode``) fixes whether kernels compile or run in the interpreter
+    (``TRITON_INTERPRET``), which callers that only choose a backend must not decide."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def fastest_backend(device: str) -> str:
+    """The fastest decode backend on ``device``: the CUDA graph on a GPU with triton, else torch."""
+    return "graph" if device.startswith("cuda") and triton_installed() else "torch"
 
 
 def __getattr__(name: str) -> Any:

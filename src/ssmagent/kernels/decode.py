@@ -83,11 +83,6 @@ LOG2E = math.log2(math.e)
 BACKENDS = ("torch", "triton", "graph")
 
 
-def fastest_backend(device: str) -> str:
-    """The fastest decode backend on ``device``: the CUDA graph on a GPU with triton, else torch."""
-    return "graph" if device.startswith("cuda") and HAS_TRITON else "torch"
-
-
 def interpreting() -> bool:
     """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ssmagent.agent import ExpertPolicy, Tokenizer, Trajectory, run_episodes, task_commands
 from ssmagent.atomic import atomic_write_text
 from ssmagent.eval.sweep import evaluate_model
-from ssmagent.kernels import HAS_TRITON, fastest_backend
+from ssmagent.kernels import fastest_backend, triton_installed
 from ssmagent.model import MambaConfig, MambaLM, load_checkpoint, save_checkpoint
 from ssmagent.model.mamba import SCAN_BACKENDS, ScanOptions
 from ssmagent.model.checkpoint import load_training_state, save_training_state
@@ -84,14 +84,14 @@ class TrainConfig:
             raise ValueError("--eval-sizes must be positive integers")
         if self.scan not in ("auto", *SCAN_BACKENDS):
             raise ValueError(f"--scan must be auto, {', '.join(SCAN_BACKENDS)}; got {self.scan!r}")
-        if self.scan == "triton" and not (self.device.startswith("cuda") and HAS_TRITON):
+        if self.scan == "triton" and not (self.device.startswith("cuda") and triton_installed()):
             raise ValueError("--scan triton needs --device cuda and triton installed; use --scan torch")
 
     def scan_backend(self) -> str:
         """The scan this run uses (``auto`` resolved)."""
         if self.scan != "auto":
             return self.scan
-        return "triton" if self.device.startswith("cuda") and HAS_TRITON else "torch"
+        return "triton" if self.device.startswith("cuda") and triton_installed() else "torch"
 
 
 @dataclass
