@@ -85,10 +85,21 @@ def test_solve_json_with_the_expert_reports_the_exact_answer():
     assert out["generated_tokens"] > 0 and out["seconds"] >= 0
 
 
-def test_the_bundled_checkpoint_ships_in_the_package_and_within_4_mb():
-    path = bundled_checkpoint("addition")
-    assert path.exists(), "the addition checkpoint must ship in src/ssmagent/checkpoints"
+@pytest.mark.parametrize("task", ["addition", "multiplication", "logic_graph", "hanoi", "codefix"])
+def test_every_task_ships_a_checkpoint_of_its_own_within_4_mb(task):
+    from ssmagent.model import load_checkpoint
+
+    path = bundled_checkpoint(task)
+    assert path.exists(), f"the {task} checkpoint must ship in src/ssmagent/checkpoints"
     assert path.stat().st_size <= 4 * 1024 * 1024
+    assert load_checkpoint(path).meta["task"] == task
+
+
+@pytest.mark.parametrize("task, size", [("hanoi", 7), ("logic_graph", 60), ("multiplication", 40)])
+def test_solve_with_the_bundled_model_of_each_pointer_and_search_task_is_exact(task, size):
+    result = ssmagent("solve", task, "--size", str(size), "--seed", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["correct"] is True
 
 
 def test_solve_with_the_bundled_model_adds_a_carry_chain_exactly():
