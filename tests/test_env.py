@@ -19,11 +19,23 @@ def make(size: int = 5, **kwargs) -> ToolEnv:
     return gym.make("ssmagent/Addition-v0", size=size, **kwargs).unwrapped
 
 
-@pytest.mark.parametrize("size", [1, 5, 64, 300])
-def test_gymnasium_env_checker_passes(size):
+ENV_SIZES = [
+    *[("ssmagent/Addition-v0", n) for n in (1, 5, 64, 300)],
+    *[("ssmagent/Multiply-v0", n) for n in (1, 5, 64, 300)],
+    *[("ssmagent/LogicGraph-v0", n) for n in (1, 4, 30)],
+    *[("ssmagent/Hanoi-v0", n) for n in (1, 3, 12)],
+    *[("ssmagent/CodeFix-v0", n) for n in (1, 16, 64)],
+]
+
+
+@pytest.mark.parametrize("env_id, size", ENV_SIZES)
+def test_gymnasium_env_checker_passes_on_every_registered_env(env_id, size):
+    env = gym.make(env_id, size=size).unwrapped
+    assert isinstance(env, ToolEnv) and env.task.env_id == env_id
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the checker reports most problems as warnings
-        check_env(make(size))
+        check_env(env)
+    env.close()  # a code task's workspace
 
 
 def test_registered_id_makes_a_tool_env_with_text_spaces():

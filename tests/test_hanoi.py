@@ -5,15 +5,11 @@ its format (ssmagent.eval.locality, DESIGN.md §2)."""
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections import deque
 
-import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
-import ssmagent.env  # noqa: F401 - registers the envs
 from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
 from ssmagent.env import ToolEnv
 from ssmagent.eval.locality import check_locality, generated_windows, locality_table
@@ -327,15 +323,6 @@ def test_phase_names_the_goal_scan_the_line_and_the_answer_move(hanoi):
     assert hanoi.phase([cmd("p?"), "C"]) == "goal scan (largest disk first)"
     assert hanoi.phase(["!", "|", cmd("q«."), "|"]) == "line 2 (pair of moves 2)"
     assert hanoi.phase(["|", "⟨answer⟩", "1", "\n", "2"]) == "answer, move 2"
-
-
-@pytest.mark.parametrize("size", [1, 3, 12])
-def test_gymnasium_env_checker_passes_on_the_registered_hanoi_env(size):
-    env = gym.make("ssmagent/Hanoi-v0", size=size).unwrapped
-    assert isinstance(env, ToolEnv) and env.task.name == "hanoi"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        check_env(env)
 
 
 # --- the locality check of the format ----------------------------------------------------------

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import re
 import string
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
 import ssmagent.env  # noqa: F401 - registers the envs
 from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
@@ -62,13 +60,6 @@ def test_task_is_registered_under_its_name_env_id_and_unit(graph):
     assert TASKS["logic_graph"] is graph
     assert graph.env_id == "ssmagent/LogicGraph-v0" and graph.size_unit == "nodes"
     assert isinstance(gym.make(graph.env_id, size=5).unwrapped, ToolEnv)
-
-
-@pytest.mark.parametrize("size", [1, 4, 30])
-def test_gymnasium_env_checker_passes(graph, size):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        check_env(gym.make("ssmagent/LogicGraph-v0", size=size).unwrapped)
 
 
 # --- exact evaluation --------------------------------------------------------------------------

@@ -3,20 +3,17 @@ the locality check of its format (ssmagent.eval.locality, DESIGN.md §2)."""
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ssmagent.env  # noqa: F401 - registers the envs
 from expert_run import run_expert
 from ssmagent.agent import ExpertPolicy, Tokenizer, run_episodes, task_commands
-from ssmagent.env import ToolEnv
 from ssmagent.eval.locality import LocalityConflict, check_locality, locality_table
 from ssmagent.tasks import TaskInputError, get_task
 from ssmagent.tasks.multiplication import Product, multiply_decimal
@@ -246,15 +243,6 @@ def test_a_zero_product_is_answered_0_after_its_first_digit(mult, mtok):
 
 
 # --- the Gymnasium env -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [1, 5, 64, 300])
-def test_gymnasium_env_checker_passes_on_the_registered_multiply_env(size):
-    env = gym.make("ssmagent/Multiply-v0", size=size).unwrapped
-    assert isinstance(env, ToolEnv) and env.task.name == "multiplication"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        check_env(env)
 
 
 def test_reset_draws_an_instance_of_the_env_size_and_the_question_fits_the_observation_space():
