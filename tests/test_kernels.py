@@ -272,34 +272,6 @@ def test_fused_mode_at_paper_width_is_exact(K, block_d_in):
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
-@needs_cuda
-@pytest.mark.gpu
-@pytest.mark.parametrize("poll", [0, 1])
-def test_persistent_phases_count_one_arrival_per_block_and_phase(K, poll):
-    """The persistent kernel's grid barrier: stopped before the last layer (no reset), the counter
-    holds one arrival per block and phase boundary; a whole step leaves it at zero, and steps
-    equal the torch step as the phase-by-phase launches do (float32, paper-130m's widths, batch 2)."""
-    torch.manual_seed(0)
-    model = MambaLM(MambaConfig.preset("paper-130m", 1000, n_layer=3)).to(DEVICE).eval()
-    step = K.TritonStep(model, K.KernelConfig(persistent=True, poll=poll))
-    L, B = 3, 2
-    state = model.allocate_state(B)
-    conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
-    x = torch.zeros(B, model.cfg.d_model, device=DEVICE)
-    tokens = torch.tensor([3, 7], device=DEVICE)
-    step.phases(tokens, x, conv, ssm, 0, L)  # the probe runs first
-    assert step.persistent and step._sync.tolist() == [0, 0, 0]
-    step.phases(tokens, x, conv, ssm, 0, L - 1)  # stops before the last layer: no reset
-    torch.cuda.synchronize()
-    n_blocks = -(-model.cfg.d_inner // step.kc.block_d_phase)
-    assert step._sync.tolist() == [(2 * (L - 1) - 1) * n_blocks, 0, 0]  # A and B of layers 0, 1 but the last B
-    ids = torch.randint(0, 1000, (B, 4), device=DEVICE)
-    ref, got, *_ = run_both(model, K, ids, True, K.KernelConfig(persistent=False))
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
-    ref2, got2, *_ = run_both(model, K, ids, True, K.KernelConfig(persistent=True, poll=poll))
-    torch.testing.assert_close(got2, ref, atol=1e-4, rtol=1e-4)
-
-
 # ---------------------------------------------------------------------------- CUDA graphs
 
 

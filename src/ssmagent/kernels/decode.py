@@ -422,255 +422,6 @@ if HAS_TRITON:
                 tl.store(Y + b * stride_yb + offs_d, y.to(Y.dtype.element_ty), mask=mask_d)
 
     @triton.jit
-    def _grid_arrive(BAR):
-        """This block has finished its phase: every thread's writes, then one release increment."""
-        tl.debug_barrier()
-        tl.atomic_add(BAR, 1, sem="release", scope="gpu")
-
-    @triton.jit
-    def _grid_wait(BAR, ERR, target, max_spin, POLL: tl.constexpr):
-        """Wait for ``target`` arrivals. POLL 0: thread 0 alone spins on an acquire load (inline
-        PTX; the block barrier after it passes the acquire on, as cooperative groups' grid sync
-        does), so one request per block and poll reaches the counter's L2 line; POLL 1: every
-        thread polls with relaxed loads, then one acquire. A spin past ``max_spin`` polls sets
-        ERR instead of hanging the GPU (a grid that was not all resident)."""
-        if POLL == 0:
-            late = tl.inline_asm_elementwise(
-                """{
-                .reg .pred p;
-                .reg .b32 t, v, n;
-                mov.u32 $0, 0;
-                mov.u32 t, %tid.x;
-                setp.ne.u32 p, t, 0;
-                @p bra DONE;
-                mov.u32 n, 0;
-                LOOP:
-                ld.acquire.gpu.global.b32 v, [$1];
-                setp.ge.s32 p, v, $2;
-                @p bra DONE;
-                add.u32 n, n, 1;
-                setp.lt.u32 p, n, $3;
-                @p bra LOOP;
-                mov.u32 $0, 1;
-                DONE:
-                }""",
-                "=r,l,r,r", [BAR, target, max_spin], dtype=tl.int32, is_pure=False, pack=1,
-            )
-            if late != 0:
-                tl.store(ERR, 1)
-        else:
-            seen = tl.load(BAR, volatile=True)
-            n = 0
-            while (seen < target) & (n < max_spin):
-                seen = tl.load(BAR, volatile=True)
-                n += 1
-            if seen < target:
-                tl.store(ERR, 1)
-            tl.atomic_add(BAR, 0, sem="acquire", scope="gpu")
-        tl.debug_barrier()
-
-    @triton.jit
-    def _layer_param(PTR, OFF, j, i, L: tl.constexpr, ALIGN: tl.constexpr):
-        """Layer i's copy of parameter j: layer 0's pointer + the element offset OFF[j, i]."""
-        off = tl.load(OFF + j * L + i)
-        if ALIGN > 1:
-            off = tl.multiple_of(off, ALIGN)
-        return PTR + off
-
-    @triton.jit
-    def _load_a(i, limit, OFF, NORM_W, W_IN, s_win, B_IN, CONV_W, s_cwd, s_cwk, CONV_B, W_X, s_wx,
-                offs_d, mask_d, offs_m, mask_m, offs_k, offs_p,
-                DI: tl.constexpr, K: tl.constexpr, P: tl.constexpr, L: tl.constexpr, ALIGN: tl.constexpr,
-                HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr):
-        """Phase A's weights of layer i (none loaded unless i < limit): norm, in_proj rows of this
-        block's channels (x and z halves), conv, x_proj columns, biases."""
-        md = mask_d & ((offs_d * 0 + i) < limit)
-        mm = mask_m & ((offs_m * 0 + i) < limit)
-        i = tl.minimum(i, L - 1)  # (a dead load's layer stays inside the offset table)
-        nw = tl.load(_layer_param(NORM_W, OFF, 0, i, L, ALIGN) + offs_m, mask=mm, other=0.0)
-        w_in = _layer_param(W_IN, OFF, 1, i, L, ALIGN)
-        wmask = md[:, None] & mm[None, :]
-        w_x = tl.load(w_in + offs_d[:, None] * s_win + offs_m[None, :], mask=wmask, other=0.0)
-        w_z = tl.load(w_in + (offs_d + DI)[:, None] * s_win + offs_m[None, :], mask=wmask, other=0.0)
-        cw = tl.load(
-            _layer_param(CONV_W, OFF, 3, i, L, ALIGN) + offs_d[None, :] * s_cwd + offs_k[:, None] * s_cwk,
-            mask=(offs_k[:, None] < K) & md[None, :], other=0.0,
-        )  # (K_PAD, BLOCK_D)
-        wxp = tl.load(
-            _layer_param(W_X, OFF, 5, i, L, ALIGN) + offs_p[:, None] * s_wx + offs_d[None, :],
-            mask=(offs_p[:, None] < P) & md[None, :], other=0.0,
-        )  # (P_PAD, BLOCK_D)
-        if HAS_CONV_B:
-            cb = tl.load(_layer_param(CONV_B, OFF, 4, i, L, ALIGN) + offs_d, mask=md, other=0.0).to(tl.float32)
-        else:
-            cb = tl.zeros(offs_d.shape, dtype=tl.float32)
-        if HAS_B_IN:
-            b_in = _layer_param(B_IN, OFF, 2, i, L, ALIGN)
-            bx = tl.load(b_in + offs_d, mask=md, other=0.0).to(tl.float32)
-            bz = tl.load(b_in + DI + offs_d, mask=md, other=0.0).to(tl.float32)
-        else:
-            bx = tl.zeros(offs_d.shape, dtype=tl.float32)
-            bz = tl.zeros(offs_d.shape, dtype=tl.float32)
-        return nw, w_x, w_z, cw, wxp, cb, bx, bz
-
-    @triton.jit
-    def _load_b(i, OFF, W_DT, s_wdt_d, s_wdt_r, B_DT, A_LOG, s_a_d, s_a_n, D_SKIP, W_OUT, s_wo, B_OUT, pid,
-                offs_d, mask_d, offs_m, mask_m, offs_r, offs_n, mask_n,
-                R: tl.constexpr, L: tl.constexpr, ALIGN: tl.constexpr, HAS_B_OUT: tl.constexpr):
-        """Phase B's weights of layer i: dt_proj rows, its bias, A (as A log2 e), D, out_proj
-        columns of this block's channels, out_proj's bias (first block only)."""
-        wdt = tl.load(
-            _layer_param(W_DT, OFF, 6, i, L, ALIGN) + offs_d[:, None] * s_wdt_d + offs_r[None, :] * s_wdt_r,
-            mask=mask_d[:, None] & (offs_r[None, :] < R), other=0.0,
-        )  # (BLOCK_D, R_PAD)
-        bdt = tl.load(_layer_param(B_DT, OFF, 7, i, L, ALIGN) + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        a_log = tl.load(
-            _layer_param(A_LOG, OFF, 8, i, L, ALIGN) + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n,
-            mask=mask_n[:, None] & mask_d[None, :], other=0.0,
-        )
-        A2 = -tl.exp(a_log.to(tl.float32)) * 1.4426950408889634  # (N_PAD, BLOCK_D)   A log2(e)
-        dsk = tl.load(_layer_param(D_SKIP, OFF, 9, i, L, ALIGN) + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        w_o = tl.load(
-            _layer_param(W_OUT, OFF, 10, i, L, ALIGN) + offs_m[:, None] * s_wo + offs_d[None, :],
-            mask=mask_m[:, None] & mask_d[None, :], other=0.0,
-        )  # (DM_PAD, BLOCK_D)
-        if HAS_B_OUT:
-            b_o = tl.load(_layer_param(B_OUT, OFF, 11, i, L, ALIGN) + offs_m, mask=mask_m, other=0.0).to(tl.float32)
-            b_o = b_o * (pid == 0).to(tl.float32)  # the bias is added by the first block only
-        else:
-            b_o = tl.zeros(offs_m.shape, dtype=tl.float32)
-        return wdt, bdt, A2, dsk, w_o, b_o
-
-    @triton.jit
-    def _mamba_phases_kernel(
-        TOK, EMB, stride_e,  # tokens (B,) and the embedding (V, DM): layer 0 reads x from them (embed)
-        X, stride_xb,  # the float32 residual (B, DM): out_proj's partial sums are added in (atomics)
-        XC, Z, stride_sb,  # float32 scratch (B, DI): a block's own channels, from its A to its B phase
-        DBC, stride_dl, stride_db,  # float32 x_proj accumulators (L, B, P_PAD), zero between steps
-        CONV, s_cl, s_cb, s_ck, s_cd,  # conv states (L, B, K, DI) by strides, updated in place
-        SSM, s_sl, s_sb, s_sn, s_sd,  # SSM states (L, B, N, DI) by strides, float32, updated in place
-        OFF,  # int64 (12, L): element offset of layer i's parameter j from layer 0's (see _layer_offsets)
-        NORM_W, W_IN, s_win, B_IN, CONV_W, s_cwd, s_cwk, CONV_B, W_X, s_wx,
-        W_DT, s_wdt_d, s_wdt_r, B_DT, A_LOG, s_a_d, s_a_n, D_SKIP, W_OUT, s_wo, B_OUT,  # layer 0's
-        SYNC_BUF,  # int32 (3,): barrier arrivals, finished blocks, error flag
-        n_rows, layer_lo, layer_hi, embed, eps, max_spin,
-        DM: tl.constexpr, DM_PAD: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-        P: tl.constexpr, P_PAD: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr,
-        R_PAD: tl.constexpr, L: tl.constexpr, BLOCK_D: tl.constexpr, ALIGN: tl.constexpr,
-        HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, HAS_B_OUT: tl.constexpr,
-        DO_A: tl.constexpr, DO_B: tl.constexpr, SYNC: tl.constexpr, FINISH: tl.constexpr,
-        PDL: tl.constexpr, POLL: tl.constexpr = 0,
-    ):
-        """Layers [layer_lo, layer_hi) of the fused decode step, each as two phases.
-
-        A: RMSNorm, this block's rows of in_proj (its channels' xi and z), the conv, and its share
-        of x_proj(xc) added into DBC[i]. B: dt, the SSM update, the gate, and its share of
-        out_proj(y) added into the residual. Every block needs all of x_proj's and out_proj's
-        sums, so phases are separated by grid-wide synchronisation:
-
-        * SYNC (persistent): the whole grid is resident (a cooperative launch) and runs every
-          layer, with a grid barrier between phases. The weights of the *next* phase are loaded
-          before this phase waits and computes (software pipelining across the barrier), so
-          weight traffic overlaps the synchronisation chain instead of following it.
-        * otherwise one launch per phase (DO_A or DO_B alone): kernel boundaries (with PDL) are
-          the barrier.
-
-        Data other blocks wrote is loaded with ``.cg`` (from L2, past this SM's L1), after the
-        barrier's acquire. FINISH (the launch holding the last phase): the block that finishes
-        last zeroes the accumulators and the barrier counters for the next step."""
-        pid = tl.program_id(0)
-        n_prog = tl.num_programs(0)
-        offs_d = pid * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < DI
-        offs_m = tl.arange(0, DM_PAD)
-        mask_m = offs_m < DM
-        offs_k = tl.arange(0, K_PAD)
-        offs_p = tl.arange(0, P_PAD)
-        offs_r = tl.arange(0, R_PAD)
-        offs_n = tl.arange(0, N_PAD)
-        mask_n = offs_n < N
-        kmask = (offs_k[:, None] < K) & mask_d[None, :]
-        nmask = mask_n[:, None] & mask_d[None, :]
-        BAR = SYNC_BUF
-        ERR = SYNC_BUF + 2
-        if DO_A:  # the first layer's A weights, before waiting on the previous kernel
-            nw, w_x, w_z, cw, wxp, cb, bx, bz = _load_a(
-                layer_lo, L, OFF, NORM_W, W_IN, s_win, B_IN, CONV_W, s_cwd, s_cwk, CONV_B, W_X, s_wx,
-                offs_d, mask_d, offs_m, mask_m, offs_k, offs_p, DI, K, P, L, ALIGN, HAS_B_IN, HAS_CONV_B)
-        arrived = 0  # grid barriers passed by this launch
-        for i in range(layer_lo, layer_hi):
-            if DO_B:  # B's weights load while A waits and computes
-                wdt, bdt, A2, dsk, w_o, b_o = _load_b(
-                    i, OFF, W_DT, s_wdt_d, s_wdt_r, B_DT, A_LOG, s_a_d, s_a_n, D_SKIP, W_OUT, s_wo, B_OUT, pid,
-                    offs_d, mask_d, offs_m, mask_m, offs_r, offs_n, mask_n, R, L, ALIGN, HAS_B_OUT)
-            if i == layer_lo:
-                _pdl_wait(PDL)
-                _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
-            if DO_A:
-                if i > layer_lo:
-                    _grid_wait(BAR, ERR, arrived * n_prog, max_spin, POLL)
-                for b in range(0, n_rows):
-                    if (i == 0) & (embed != 0):  # layer 0 reads its input from the embedding
-                        t = tl.load(TOK + b)
-                        x = tl.load(EMB + t * stride_e + offs_m, mask=mask_m, other=0.0).to(tl.float32)
-                        if pid == 0:  # the residual the B phases add into
-                            tl.store(X + b * stride_xb + offs_m, x, mask=mask_m)
-                    else:
-                        x = tl.load(X + b * stride_xb + offs_m, mask=mask_m, other=0.0, cache_modifier=".cg")
-                    cbase = CONV + i * s_cl + b * s_cb + offs_d[None, :] * s_cd
-                    old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=(offs_k[:, None] + 1 < K) & mask_d[None, :], other=0.0)
-                    r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DM + eps)
-                    h = x * r * nw.to(tl.float32)
-                    xi = tl.sum(w_x.to(tl.float32) * h[None, :], axis=1) + bx  # (BLOCK_D,)
-                    z = tl.sum(w_z.to(tl.float32) * h[None, :], axis=1) + bz
-                    tl.store(Z + b * stride_sb + offs_d, z, mask=mask_d)
-                    window = tl.where(offs_k[:, None] == K - 1, xi[None, :], old.to(tl.float32))
-                    tl.debug_barrier()  # in place: every load of the window lands before any store
-                    tl.store(cbase + offs_k[:, None] * s_ck, window.to(CONV.dtype.element_ty), mask=kmask)
-                    xc = _silu(tl.sum(cw.to(tl.float32) * window, axis=0) + cb)
-                    tl.store(XC + b * stride_sb + offs_d, xc, mask=mask_d)
-                    part = tl.sum(wxp.to(tl.float32) * xc[None, :], axis=1)  # (P_PAD,): this block's share of x_proj(xc)
-                    tl.atomic_add(DBC + i * stride_dl + b * stride_db + offs_p, part, mask=offs_p < P, sem="relaxed")
-                if SYNC:
-                    _grid_arrive(BAR)
-                    arrived += 1
-                if DO_B:  # the next layer's A weights load while B waits and computes
-                    nw, w_x, w_z, cw, wxp, cb, bx, bz = _load_a(
-                        i + 1, layer_hi, OFF, NORM_W, W_IN, s_win, B_IN, CONV_W, s_cwd, s_cwk, CONV_B, W_X, s_wx,
-                        offs_d, mask_d, offs_m, mask_m, offs_k, offs_p, DI, K, P, L, ALIGN, HAS_B_IN, HAS_CONV_B)
-            if DO_B:
-                if SYNC:
-                    _grid_wait(BAR, ERR, arrived * n_prog, max_spin, POLL)
-                for b in range(0, n_rows):
-                    drow = DBC + i * stride_dl + b * stride_db
-                    sp = SSM + i * s_sl + b * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd
-                    hs = tl.load(sp, mask=nmask, other=0.0)
-                    xc = tl.load(XC + b * stride_sb + offs_d, mask=mask_d, other=0.0)
-                    z = tl.load(Z + b * stride_sb + offs_d, mask=mask_d, other=0.0)
-                    dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0, cache_modifier=".cg")
-                    Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-                    Cv = tl.load(drow + R + N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-                    dt = _softplus(tl.sum(wdt.to(tl.float32) * dt_low[None, :], axis=1) + bdt)  # (BLOCK_D,)
-                    hs = hs * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt * xc)[None, :]
-                    tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
-                    tl.store(sp, hs, mask=nmask)
-                    y = (tl.sum(Cv[:, None] * hs, axis=0) + dsk * xc) * _silu(z)
-                    out = tl.sum(w_o.to(tl.float32) * y[None, :], axis=1) + b_o  # (DM_PAD,)
-                    tl.atomic_add(X + b * stride_xb + offs_m, out, mask=mask_m, sem="relaxed")
-                if SYNC:
-                    if i + 1 < layer_hi:
-                        _grid_arrive(BAR)
-                        arrived += 1
-        if FINISH:  # the last block out resets what the next step expects at zero
-            tl.debug_barrier()
-            done = tl.atomic_add(SYNC_BUF + 1, 1, sem="acq_rel", scope="gpu")
-            if done == n_prog - 1:
-                for j in range(0, L * n_rows):
-                    tl.store(DBC + (j // n_rows) * stride_dl + (j % n_rows) * stride_db + offs_p, tl.zeros([P_PAD], tl.float32))
-                tl.store(SYNC_BUF, 0)
-                tl.store(SYNC_BUF + 1, 0)
-
-    @triton.jit
     def _embed_kernel(
         TOK, EMB, stride_e, X, stride_xb, DBC, stride_dbcb,
         DM: tl.constexpr, DM_PAD: tl.constexpr, ZERO: tl.constexpr, ZERO_BLOCK: tl.constexpr, PDL: tl.constexpr,
@@ -776,12 +527,6 @@ class KernelConfig:
     prefetch: bool = True  # fused: load whole weight tiles before the PDL wait (else d_model chunks after)
     chunk: int = 256  # fused without prefetch: d_model columns per chunk (a power of two)
     xproj_partials: bool = False  # fused: x_proj partial sums stored per block, summed by the out-kernel
-    phases: bool = True  # fused: every layer's work in _mamba_phases_kernel (else the in/out kernels)
-    persistent: bool | None = None  # phases: one resident grid with barriers; None = where it launches
-    block_d_phase: int = 16  # phases: channels per block
-    num_warps_phase: int = 8
-    max_spin: int = 1 << 22  # phases: polls of a grid barrier before it reports an error (seconds)
-    poll: int = 0  # phases: 0 = thread 0 spins (inline PTX), 1 = every thread polls
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -834,36 +579,6 @@ def _layers(model: Any) -> list[tuple]:
     return out
 
 
-PARAM_KINDS = 12  # the per-layer parameters of _layers, in order
-
-
-def _layer_offsets(layers: list[tuple], device: torch.device) -> tuple[Tensor, int]:
-    """(OFF, ALIGN): OFF[j, i] = element offset of layer i's parameter j from layer 0's, int64
-    (12, L), so one kernel reaches every layer's parameters in place from layer 0's pointers;
-    ALIGN = the largest power of two (<= 16 bytes' worth of elements) dividing every offset, so the
-    kernel keeps its vector loads. Every layer's parameter j must share layer 0's dtype and strides."""
-    L = len(layers)
-    off = torch.zeros(PARAM_KINDS, L, dtype=torch.int64)
-    align = 1 << 30
-    for j in range(PARAM_KINDS):
-        first = layers[0][j]
-        if first is None:
-            continue
-        size = first.element_size()
-        for i, layer in enumerate(layers):
-            t = layer[j]
-            if t.dtype != first.dtype or t.stride() != first.stride():
-                raise ValueError(f"layer {i}'s parameter {j} differs in dtype or layout from layer 0's")
-            delta = t.data_ptr() - first.data_ptr()
-            if delta % size:
-                raise ValueError(f"layer {i}'s parameter {j} is not element-aligned with layer 0's")
-            off[j, i] = delta // size
-            if delta:
-                align = min(align, (delta // size) & -(delta // size))
-        align = min(align, max(1, 16 // size))
-    return off.to(device), max(1, min(align, 8))
-
-
 class TritonStep:
     """The decode step of one ``MambaLM`` through the Triton kernels (no CUDA graph).
 
@@ -895,15 +610,6 @@ class TritonStep:
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
         self.n_parts = -(-self.DI // self.kc.block_d_in)  # in-kernel blocks (x_proj partial sums)
         self.signature = self.param_signature(model)
-        self.offsets, self.align = _layer_offsets(self.layers, self.device)
-        # the phase kernel's state between steps: x_proj accumulators and barrier counters, zero
-        # whenever no step is running (each step's last block zeroes them again)
-        self._dbc = torch.zeros(len(self.layers), 0, _next_pow2(self.P), device=self.device, dtype=torch.float32)
-        self._sync = torch.zeros(3, device=self.device, dtype=torch.int32)
-        self._no_tokens = torch.zeros(1, device=self.device, dtype=torch.long)
-        can_persist = self.device.type == "cuda" and not interpreting()
-        self.persistent = can_persist if self.kc.persistent is None else (self.kc.persistent and can_persist)
-        self._probed = False
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -970,80 +676,6 @@ class TritonStep:
             num_warps=(kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split,
         )
 
-    def phases(self, tokens: Tensor | None, x: Tensor, conv: Tensor, ssm: Tensor, lo: int, hi: int) -> None:
-        """Run layers [lo, hi) through ``_mamba_phases_kernel`` on x (B, DM) float32, advancing conv
-        (L, B, K, DI) and ssm (L, B, N, DI) in place. With ``tokens``, layer 0 reads its input from
-        the embedding (and writes it to x). Persistent: one launch with grid barriers; else one
-        launch per phase (two per layer)."""
-        B, L = x.shape[0], len(self.layers)
-        if self._dbc.shape[1] < B:
-            self._dbc = torch.zeros(L, B, _next_pow2(self.P), device=self.device, dtype=torch.float32)
-        if self.persistent and not self._probed:
-            self._probe()
-        kc, d = self.kc, self._dummy
-        xc = torch.empty(B, self.DI, device=self.device, dtype=torch.float32)
-        z = torch.empty_like(xc)
-        n0, w_in, b_in, cw, cb, w_x, w_dt, b_dt, a_log, dsk, w_out, b_out = self.layers[0]
-        grid = (triton.cdiv(self.DI, kc.block_d_phase),)
-        dbc, emb = self._dbc, self.embed_w
-
-        def launch(l0: int, l1: int, do_a: bool, do_b: bool, sync: bool) -> None:
-            extra = {"launch_cooperative_grid": True} if sync else {}
-            self.launch(
-                _mamba_phases_kernel, grid,
-                tokens if tokens is not None else self._no_tokens, emb, emb.stride(0),
-                x, x.stride(0), xc, z, xc.stride(0),
-                dbc, dbc.stride(0), dbc.stride(1),
-                conv, conv.stride(0), conv.stride(1), conv.stride(2), conv.stride(3),
-                ssm, ssm.stride(0), ssm.stride(1), ssm.stride(2), ssm.stride(3),
-                self.offsets,
-                n0, w_in, w_in.stride(0), b_in if b_in is not None else d,
-                cw, cw.stride(0), cw.stride(2), cb if cb is not None else d,
-                w_x, w_x.stride(0), w_dt, w_dt.stride(0), w_dt.stride(1), b_dt,
-                a_log, a_log.stride(0), a_log.stride(1), dsk, w_out, w_out.stride(0), b_out if b_out is not None else d,
-                self._sync,
-                B, l0, l1, int(tokens is not None), self.eps, kc.max_spin,
-                DM=self.DM, DM_PAD=_next_pow2(self.DM), DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
-                P=self.P, P_PAD=_next_pow2(self.P), N=self.N, N_PAD=_next_pow2(self.N), R=self.R,
-                R_PAD=_next_pow2(self.R), L=L, BLOCK_D=kc.block_d_phase, ALIGN=self.align,
-                HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, HAS_B_OUT=b_out is not None,
-                DO_A=do_a, DO_B=do_b, SYNC=sync, FINISH=do_b and l1 == L, POLL=kc.poll,
-                num_warps=kc.num_warps_phase, **extra,
-            )
-
-        if self.persistent:
-            launch(lo, hi, True, True, True)
-        else:
-            for i in range(lo, hi):
-                launch(i, i + 1, True, False, False)
-                launch(i, i + 1, False, True, False)
-
-    def _probe(self) -> None:
-        """Before the first persistent step: one step on scratch states, to learn whether the whole
-        grid can be resident at once (a cooperative launch refuses it otherwise; a barrier that
-        never completes raises the error flag). On failure, every later step runs phase by phase."""
-        self._probed = True
-        L, B = len(self.layers), 1
-        conv = torch.zeros(L, B, self.K, self.DI, device=self.device, dtype=self.layers[0][3].dtype)
-        ssm = torch.zeros(L, B, self.N, self.DI, device=self.device, dtype=torch.float32)
-        x = torch.zeros(B, self.DM, device=self.device, dtype=torch.float32)
-        tokens = torch.zeros(B, device=self.device, dtype=torch.long)
-        try:
-            self.phases(tokens, x, conv, ssm, 0, L)
-            torch.cuda.synchronize(self.device)
-            ok = int(self._sync[2].item()) == 0
-        except Exception as err:  # noqa: BLE001 - a launch refused (grid too large, no cooperative launch, ...)
-            ok, reason = False, str(err).splitlines()[0] if str(err) else type(err).__name__
-        else:
-            reason = "a grid barrier timed out"
-        if not ok:
-            import warnings
-
-            warnings.warn(f"persistent decode kernel unavailable ({reason}); running one launch per phase", RuntimeWarning, stacklevel=3)
-            self.persistent = False
-            self._sync.zero_()
-            self._dbc.zero_()
-
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
         B = x.shape[0]
         self.launch(
@@ -1052,23 +684,6 @@ class TritonStep:
             weight, h, h.stride(0), self.eps,
             DM=self.DM, DM_PAD=_next_pow2(self.DM), HAS_O=o is not None, num_warps=4,
         )
-
-    def head(self, x: Tensor, logits: Tensor, nxt: Tensor, feedback: Tensor | None) -> None:
-        """(fused mode) logits = lm_head(norm_f(x)) in float32, and the greedy pick into nxt (and
-        feedback)."""
-        B = x.shape[0]
-        bv = self.kc.block_v
-        nvb = triton.cdiv(self.V, bv)
-        pmax = torch.empty(B, nvb, device=self.device, dtype=torch.float32)
-        pidx = torch.empty(B, nvb, device=self.device, dtype=torch.int32)
-        self.launch(
-            _head_kernel, (nvb,),
-            x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
-            pmax, pidx, nvb, B, self.V, self.eps,
-            DM=self.DM, DM_PAD=_next_pow2(self.DM), BLOCK_V=bv, num_warps=self.kc.num_warps_fused,
-        )
-        fb = feedback if feedback is not None else nxt
-        self.launch(_pick_kernel, (B,), pmax, pidx, nvb, nxt, fb, NB_PAD=_next_pow2(nvb), num_warps=4)
 
     # ---------------------------------------------------------------- the whole step
     @torch.no_grad()
@@ -1098,10 +713,6 @@ class TritonStep:
         logits = logits_out if logits_out is not None else torch.empty(B, self.V, device=dev, dtype=f32)
         nxt = next_out if next_out is not None else torch.empty(B, device=dev, dtype=torch.long)
         x = torch.empty(B, DM, device=dev, dtype=f32)
-        if fused and self.kc.phases:
-            self.phases(tokens, x, conv, ssm, 0, L)
-            self.head(x, logits, nxt, feedback)
-            return logits, nxt
         if fused:
             if self.kc.xproj_partials:  # one buffer of partial sums, rewritten by every layer
                 part = torch.empty(B, self.n_parts * _next_pow2(P), device=dev, dtype=f32)
@@ -1121,7 +732,18 @@ class TritonStep:
             for i in range(L):
                 self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i])
                 self.mamba_out(i, xc=xc, z=z, dbc=dbcs[i], ssm=ssm[i], n_rows=B, x=x)
-            self.head(x, logits, nxt, feedback)
+            bv = self.kc.block_v
+            nvb = triton.cdiv(self.V, bv)
+            pmax = torch.empty(B, nvb, device=dev, dtype=f32)
+            pidx = torch.empty(B, nvb, device=dev, dtype=torch.int32)
+            self.launch(
+                _head_kernel, (nvb,),
+                x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
+                pmax, pidx, nvb, B, self.V, self.eps,
+                DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, num_warps=self.kc.num_warps_fused,
+            )
+            fb = feedback if feedback is not None else nxt
+            self.launch(_pick_kernel, (B,), pmax, pidx, nvb, nxt, fb, NB_PAD=_next_pow2(nvb), num_warps=4)
             return logits, nxt
         # split mode: cuBLAS for the GEMMs, the kernels between them
         act = self.layers[0][1].dtype
@@ -1230,13 +852,6 @@ def layer_step(step: TritonStep, i: int, x: Tensor, conv_state: Tensor, ssm_stat
     ``layer_step_reference``. Expects the x_proj accumulator zeroed, which this does."""
     B = x.shape[0]
     dev = x.device
-    if step.kc.phases:  # this layer's two phases; stride 0 over layers: every layer index sees these states
-        L = len(step.layers)
-        conv = conv_state.transpose(-1, -2).unsqueeze(0).expand(L, -1, -1, -1)
-        ssm = ssm_state.transpose(-1, -2).unsqueeze(0).expand(L, -1, -1, -1)
-        step.phases(None, x, conv, ssm, i, i + 1)
-        step._dbc.zero_()
-        return x
     xc = torch.empty(B, step.DI, device=dev, dtype=torch.float32)
     z = torch.empty_like(xc)
     if step.kc.xproj_partials:
