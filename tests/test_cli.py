@@ -54,6 +54,12 @@ def ssmagent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         (["eval", "addition", "--backend", "triton"], "--backend triton needs"),
         (["bench", "decode", "--bogus"], "unrecognized arguments: --bogus"),
         (["bench", "decode", "--device", "cpu", "--configs", "huge"], "huge"),
+        (["bench", "decode", "--batches", "0"], "argument --batches: '0' is not a comma-separated list of positive integers"),
+        (["bench", "memory", "--lengths", "0"], "argument --lengths: '0' is not a comma-separated list of positive integers"),
+        (["bench", "memory", "--chunk", "many"], "argument --chunk: 'many' is not a positive integer"),
+        (["bench", "memory", "--device", "cpu", "--impls", "rnn"], "unknown --impls ['rnn']; choose from mamba, kv-transformer"),
+        (["bench", "scan", "--shapes", "garbage"], "argument --shapes: 'garbage' is not BATCHxLENGTHxD_INNERxD_STATE"),
+        (["bench", "scan", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_user_errors_are_one_line_on_stderr_with_exit_code_2(args, needle):

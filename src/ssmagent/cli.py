@@ -559,31 +559,61 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed, measured side by side
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("decode", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_decode(ctx: typer.Context) -> None:
-    """Decode µs/token, tokens/s and % of the bandwidth roofline: graph, triton, torch, transformers.
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-    Options (passed through): --configs tiny,paper-130m --vocabs 116,50280 --batches 1,8,64,256
-    --impls graph,triton,torch,transformers --dtype bfloat16 --device cuda --min-time 0.3 --json PATH
-    """
+
+def _run_bench(name: str, args: list[str]) -> None:
+    """Run ``ssmagent.bench.<name>.main(args)``: its table on stdout, its progress on stderr; its
+    argparse usage errors (bad or unknown options) and bad values become one-line user errors."""
     import contextlib
+    import importlib
     import io
 
-    from ssmagent.bench.decode import main as bench_main
-
+    bench_main = importlib.import_module(f"ssmagent.bench.{name}").main
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            code = bench_main(list(ctx.args))
-    except SystemExit as exit_:  # argparse's usage errors: keep only its last line, the reason
+            code = bench_main(args)
+    except SystemExit:  # argparse's usage errors: keep only its last line, the reason
         reason = (captured.getvalue().strip().splitlines() or ["bad option"])[-1]
-        _fail(f"{reason.split('error: ', 1)[-1]} (see `ssmagent bench decode --help`)")
+        _fail(f"{reason.split('error: ', 1)[-1]} (see `ssmagent bench {name} --help`)")
         return
     except (RuntimeError, ValueError) as err:
         _fail(str(err))
     sys.stderr.write(captured.getvalue())
     if code:
         raise typer.Exit(code)
+
+
+@bench_app.command("decode", context_settings=_PASS_THROUGH)
+def bench_decode(ctx: typer.Context) -> None:
+    """Decode µs/token, tokens/s and % of the bandwidth roofline: graph, triton, torch, transformers, kv-transformer.
+
+    Options (passed through): --configs tiny,paper-130m --vocabs 116,50280 --batches 1,8,64,256
+    --impls graph,triton,torch,transformers,kv-transformer --dtype bfloat16 --device cuda --min-time 0.3
+    --kv-context 4 --json PATH
+    """
+    _run_bench("decode", ctx.args)
+
+
+@bench_app.command("memory", context_settings=_PASS_THROUGH)
+def bench_memory(ctx: typer.Context) -> None:
+    """Peak GPU memory while decoding after 1K … 1M tokens: Mamba (chunked prefill) vs a Transformer's KV cache.
+
+    Options (passed through): --lengths 1000,10000,100000,1000000 --config paper-130m --vocab 50280
+    --impls mamba,kv-transformer --dtype bfloat16 --device cuda --batch 1 --chunk 16384 --steps 8 --json PATH
+    """
+    _run_bench("memory", ctx.args)
+
+
+@bench_app.command("scan", context_settings=_PASS_THROUGH)
+def bench_scan(ctx: typer.Context) -> None:
+    """Selective scan forward and forward+backward ms and % of the bandwidth roofline: torch, triton, mamba-ssm.
+
+    Options (passed through): --shapes 32x11000x128x16,8x2048x1536x16 --impls torch,triton,mamba-ssm
+    --dtype float32 --device cuda --min-time 0.3 --json PATH
+    """
+    _run_bench("scan", ctx.args)
 
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="The code sandbox (DESIGN.md §4): build its image, check its backends, run a file.")

@@ -1,5 +1,9 @@
 """Benchmarks that run as library functions (the CLI's ``ssmagent bench`` prints them).
 
-``ssmagent.bench.decode``: decode speed of our graph, Triton and eager paths and of
-transformers, against the memory-bandwidth roofline. Imports only torch.
+``ssmagent.bench.decode``: decode speed of our graph, Triton and eager paths, of transformers and
+of a Transformer with a KV cache, against the memory-bandwidth roofline.
+``ssmagent.bench.memory``: peak GPU memory while decoding after 1K … 1M tokens, Mamba vs that
+Transformer. ``ssmagent.bench.scan``: the selective scan's forward and backward, torch vs Triton
+vs mamba-ssm, against the roofline. ``ssmagent.bench.kv_transformer``: the Transformer peer they
+share. All import only torch.
 """

@@ -6,13 +6,19 @@ For each model config (``tiny``, ``paper-130m``), vocabulary size (ours, ~116 to
 * ``graph``        — our whole step replayed from a CUDA graph (``ssmagent.kernels.graph``);
 * ``triton``       — the same Triton kernels launched one by one from Python (no graph);
 * ``torch``        — ``MambaLM.step``, eager PyTorch;
-* ``transformers`` — ``transformers.MambaForCausalLM.generate`` with its cache, same weights.
+* ``transformers`` — ``transformers.MambaForCausalLM.generate`` with its cache, same weights;
+* ``kv-transformer`` — a Transformer with a KV cache of about the same parameter count, vocabulary
+  and dtype (``transformers.LlamaForCausalLM``, ``ssmagent.bench.kv_transformer``), decoding
+  greedily with its cache after a prompt of ``--kv-context`` tokens (default 4); the cache is
+  cropped back to that context after every timed step, so every step decodes at the same context.
 
 Columns: µs/token is the time of one decode step (every sequence of the batch gets one token per
 step, so it is the per-sequence latency); tokens/s = batch / step time. The roofline is the
 fewest bytes a step must move — every weight once (a tied lm_head once) plus the decode state
 read and written — divided by the device-to-device copy bandwidth measured in the same run
-(bytes read + bytes written per second); ``% roofline`` = roofline time / measured time.
+(bytes read + bytes written per second); ``% roofline`` = roofline time / measured time. The
+kv-transformer row has its own roofline: its weights once plus the KV cache read at its context
+(and the new token's keys and values written), over the same bandwidth.
 
 Timing: CUDA events around many graph replays (median of repeats); wall clock with a device
 synchronise for the eager paths, whose launches run ahead of the GPU (no host sync per step, so
@@ -39,8 +45,10 @@ import torch
 CONFIGS = ("tiny", "paper-130m")
 VOCABS = (116, 50280)
 BATCHES = (1, 8, 64, 256)
-IMPLS = ("graph", "triton", "torch", "transformers")
+IMPLS = ("graph", "triton", "torch", "transformers", "kv-transformer")
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+KV_CONTEXT = 4
+"""Tokens in the kv-transformer's cache when its decode steps are timed (a short prompt)."""
 
 
 @dataclass
@@ -121,6 +129,14 @@ def copy_bandwidth(device: torch.device | str, nbytes: int = 1 << 30, repeats: i
 # --------------------------------------------------------------------------------------------
 
 
+def bench_device(name: str) -> torch.device:
+    """The device to measure on; RuntimeError (a user error for the CLI) for CUDA where there is none."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return dev
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -199,8 +215,13 @@ def _check_against_torch(model, run_steps: Callable[[torch.Tensor, int], list[to
     return diff, agree
 
 
-def bench_one(model, impl: str, batch: int, *, kernel_config=None, min_time: float = 0.3) -> tuple[float, float | None, bool | None, str]:
-    """(seconds per step, max |Δ| vs torch, greedy agrees, note) of one implementation."""
+def bench_one(
+    model, impl: str, batch: int, *, kernel_config=None, min_time: float = 0.3, peer=None, kv_context: int = KV_CONTEXT
+) -> tuple[float, float | None, bool | None, str]:
+    """(seconds per step, max |Δ| vs torch, greedy agrees, note) of one implementation.
+
+    ``peer`` (a ``kv_transformer.KVPeer``, built from ``model`` when None) and ``kv_context`` are
+    for the kv-transformer: a different model, so it has no |Δ| against ``MambaLM.step``."""
     dev = model.backbone.embeddings.weight.device
     V = model.cfg.vocab_size
     tok0 = torch.randint(0, V, (batch,), device=dev)
@@ -281,6 +302,25 @@ def bench_one(model, impl: str, batch: int, *, kernel_config=None, min_time: flo
         seconds = (statistics.median(long) - statistics.median(short)) / n
         del hf
         return seconds, None, None, "generate, slow path (no mamba-ssm)"
+    if impl == "kv-transformer":
+        from ssmagent.bench.kv_transformer import peer_for
+
+        peer = peer_for(model) if peer is None else peer
+        cache = peer.new_cache()
+        g = torch.Generator(device="cpu").manual_seed(2)
+        prompt = torch.randint(0, V, (batch, kv_context), generator=g).to(dev)
+        tok = [peer.greedy_step(prompt, cache)]
+
+        def step():
+            tok[0] = peer.greedy_step(tok[0][:, None], cache)
+            with torch.inference_mode():
+                cache.crop(-1)  # back to kv_context tokens: every timed step decodes at that context
+
+        seconds = time_loop(step, dev, min_time)
+        params = peer.shape.num_parameters()
+        return seconds, None, None, (
+            f"LlamaForCausalLM, {peer.shape.describe()}, {params / 1e6:,.2f}M params; context {kv_context}; DynamicCache, sdpa"
+        )
     raise ValueError(f"unknown implementation {impl!r}; choose from {', '.join(IMPLS)}")
 
 
@@ -310,15 +350,17 @@ def bench_decode(
     device: str = "cuda",
     min_time: float = 0.3,
     kernel_config: Any = None,
+    kv_context: int = KV_CONTEXT,
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[DecodeBenchRow], BenchMeta]:
     """Time every (config, vocab, batch, impl); returns the rows and the run's metadata.
 
     Implementations that cannot run here (no CUDA for graph/triton, transformers not installed)
-    give a row with ``us_per_token=None`` and the reason in ``note``."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda but no CUDA device is available")
+    give a row with ``us_per_token=None`` and the reason in ``note``. The kv-transformer rows carry
+    the peer's own roofline at ``kv_context`` tokens (``kv_transformer.LlamaShape.roofline_bytes``)."""
+    from ssmagent.bench.kv_transformer import shape_for
+
+    dev = bench_device(device)
     tdtype = DTYPES[dtype]
     dname = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     bw = copy_bandwidth(dev)
@@ -330,19 +372,30 @@ def bench_decode(
     for config in configs:
         for vocab in vocabs:
             model = make_model(config, vocab, tdtype, dev)
+            peer = None  # the kv-transformer, built on its first row
             for batch in batches:
-                roof_us = roofline_bytes(model, batch) / bw * 1e6
                 for impl in impls:
+                    if impl == "kv-transformer":
+                        nbytes = shape_for(model).roofline_bytes(batch, kv_context, model.backbone.embeddings.weight.element_size())
+                    else:
+                        nbytes = roofline_bytes(model, batch)
+                    roof_us = nbytes / bw * 1e6
                     note = ""
                     if impl in ("graph", "triton") and dev.type != "cuda":
                         note = "needs CUDA"
-                    elif impl == "transformers" and hv is None:
+                    elif impl in ("transformers", "kv-transformer") and hv is None:
                         note = "transformers not installed"
                     if note:
                         rows.append(DecodeBenchRow(config, vocab, batch, dtype, impl, None, None, roof_us, None, note=note))
                         continue
                     try:
-                        sec, diff, agree, note = bench_one(model, impl, batch, kernel_config=kernel_config, min_time=min_time)
+                        if impl == "kv-transformer" and peer is None:
+                            from ssmagent.bench.kv_transformer import peer_for
+
+                            peer = peer_for(model)
+                        sec, diff, agree, note = bench_one(
+                            model, impl, batch, kernel_config=kernel_config, min_time=min_time, peer=peer, kv_context=kv_context
+                        )
                         us = sec * 1e6
                         row = DecodeBenchRow(
                             config, vocab, batch, dtype, impl, us, batch / sec, roof_us, 100 * roof_us / us,
@@ -354,7 +407,7 @@ def bench_decode(
                     rows.append(row)
                     if log:
                         log(format_row(row))
-            del model
+            del model, peer
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return rows, meta
@@ -391,7 +444,7 @@ def sweep_kernel_configs(
 # Output
 # --------------------------------------------------------------------------------------------
 
-_HEAD = f"{'config':<10} {'vocab':>6} {'batch':>5} {'impl':<12} {'µs/token':>10} {'tokens/s':>11} {'roof µs':>8} {'% roof':>7} {'max|Δ|':>8} {'greedy':>6}  note"
+_HEAD = f"{'config':<10} {'vocab':>6} {'batch':>5} {'impl':<14} {'µs/token':>10} {'tokens/s':>11} {'roof µs':>8} {'% roof':>7} {'max|Δ|':>8} {'greedy':>6}  note"
 
 
 def format_row(r: DecodeBenchRow) -> str:
@@ -400,7 +453,7 @@ def format_row(r: DecodeBenchRow) -> str:
 
     agree = "" if r.greedy_agrees is None else ("same" if r.greedy_agrees else "DIFF")
     return (
-        f"{r.config:<10} {r.vocab:>6} {r.batch:>5} {r.impl:<12} {f(r.us_per_token, '10,.1f'):>10} "
+        f"{r.config:<10} {r.vocab:>6} {r.batch:>5} {r.impl:<14} {f(r.us_per_token, '10,.1f'):>10} "
         f"{f(r.tokens_per_s, '11,.0f'):>11} {r.roofline_us:8.1f} {f(r.roofline_pct, '6.1f'):>7} "
         f"{f(r.max_abs_diff, '8.1e'):>8} {agree:>6}  {r.note}"
     )
@@ -436,17 +489,50 @@ def speedup_summary(rows: Sequence[DecodeBenchRow]) -> list[str]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (``1_000`` allowed); anything else is a usage error that
+    says what to write."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def positive_ints(example: str) -> Callable[[str], list[int]]:
+    """argparse type: a comma-separated list of positive integers, such as ``example``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [positive_int(s) for s in text.split(",") if s.strip()]
+        except argparse.ArgumentTypeError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers (e.g. {example})")
+        return values
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None, kernel_config: Any = None) -> int:
     """The command line (``ssmagent bench decode``); ``kernel_config`` (a KernelConfig) overrides
     the kernels' block sizes for the graph and triton rows."""
     p = argparse.ArgumentParser(prog="ssmagent bench decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS))
-    p.add_argument("--vocabs", default=",".join(map(str, VOCABS)))
-    p.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    p.add_argument("--impls", default=",".join(IMPLS), help="graph,triton,torch,transformers")
+    p.add_argument("--vocabs", type=positive_ints("116,50280"), default=list(VOCABS))
+    p.add_argument("--batches", type=positive_ints("1,8,64"), default=list(BATCHES))
+    p.add_argument("--impls", default=",".join(IMPLS), help=",".join(IMPLS))
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--min-time", type=float, default=0.3, help="seconds per eager timing")
+    p.add_argument("--kv-context", type=positive_int, default=KV_CONTEXT, help="tokens in the kv-transformer's cache while timed")
     p.add_argument("--json", default=None, help="also write the rows and metadata here")
     args = p.parse_args(argv)
     impls = [s for s in args.impls.split(",") if s]
@@ -456,13 +542,14 @@ def main(argv: Sequence[str] | None = None, kernel_config: Any = None) -> int:
         return 2
     rows, meta = bench_decode(
         configs=[s for s in args.configs.split(",") if s],
-        vocabs=[int(s) for s in args.vocabs.split(",") if s],
-        batches=[int(s) for s in args.batches.split(",") if s],
+        vocabs=args.vocabs,
+        batches=args.batches,
         impls=impls,
         dtype=args.dtype,
         device=args.device,
         min_time=args.min_time,
         kernel_config=kernel_config,
+        kv_context=args.kv_context,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     if kernel_config is not None:
