@@ -40,6 +40,9 @@ BLOCK_D = 16
 """Channels per program: small blocks give more programs (the work is a sequential walk)."""
 CHUNK = 64
 """Steps between stored states: memory of b*d_in*N*l/CHUNK floats vs the recompute scratch."""
+STAGES = 4
+"""Software-pipelining depth of the walks over time: the loads of later steps are in flight while
+a step computes (each step's inputs do not depend on the state, only its arithmetic does)."""
 
 
 if HAS_TRITON:
@@ -48,7 +51,7 @@ if HAS_TRITON:
     def _scan_fwd_kernel(
         x_ptr, dt_ptr, a2_ptr, b_ptr, c_ptr, h0_ptr, y_ptr, hl_ptr, st_ptr,
         L, DI, n_chunks,
-        N: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr, HAS_H0: tl.constexpr,
+        N: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr, HAS_H0: tl.constexpr, STAGES: tl.constexpr,
     ):
         pb = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -62,15 +65,18 @@ if HAS_TRITON:
         else:
             h = tl.zeros((BLOCK, N), dtype=tl.float32)
         row = pb * L
-        for t in range(0, L):
-            if t % CH == 0:
-                tl.store(st_ptr + (pb * n_chunks + t // CH) * DI * N + dn, h, mask=mask_dn)
-            x = tl.load(x_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
-            dt = tl.load(dt_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
-            bt = tl.load(b_ptr + (row + t) * N + offs_n)
-            ct = tl.load(c_ptr + (row + t) * N + offs_n)
-            h = tl.exp2(dt[:, None] * a2) * h + (dt * x)[:, None] * bt[None, :]
-            tl.store(y_ptr + (row + t) * DI + offs_d, tl.sum(h * ct[None, :], axis=1), mask=mask_d)
+        for c in range(0, n_chunks):
+            s = c * CH
+            tl.store(st_ptr + (pb * n_chunks + c) * DI * N + dn, h, mask=mask_dn)
+            # the inputs do not depend on the state: the pipeliner loads STAGES steps ahead
+            for i in tl.range(0, tl.minimum(CH, L - s), num_stages=STAGES):
+                t = s + i
+                x = tl.load(x_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
+                dt = tl.load(dt_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
+                bt = tl.load(b_ptr + (row + t) * N + offs_n)
+                ct = tl.load(c_ptr + (row + t) * N + offs_n)
+                h = tl.exp2(dt[:, None] * a2) * h + (dt * x)[:, None] * bt[None, :]
+                tl.store(y_ptr + (row + t) * DI + offs_d, tl.sum(h * ct[None, :], axis=1), mask=mask_d)
         tl.store(hl_ptr + pb * DI * N + dn, h, mask=mask_dn)
 
     @triton.jit
@@ -78,7 +84,7 @@ if HAS_TRITON:
         x_ptr, dt_ptr, a2_ptr, b_ptr, c_ptr, st_ptr, gy_ptr, ghl_ptr,
         gx_ptr, gdt_ptr, ga_ptr, gb_ptr, gc_ptr, gh0_ptr, scratch_ptr,
         L, DI, n_chunks, n_blocks,
-        N: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr, HAS_GHL: tl.constexpr,
+        N: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr, HAS_GHL: tl.constexpr, STAGES: tl.constexpr,
     ):
         pb = tl.program_id(0)
         pd = tl.program_id(1)
@@ -104,14 +110,14 @@ if HAS_TRITON:
             steps = tl.minimum(CH, L - s)
             start = tl.load(st_ptr + (pb * n_chunks + c) * DI * N + dn, mask=mask_dn, other=0.0)
             h = start
-            for i in range(0, steps):  # the chunk's states, recomputed from its start
+            for i in tl.range(0, steps, num_stages=STAGES):  # the chunk's states, recomputed from its start
                 t = s + i
                 x = tl.load(x_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
                 dt = tl.load(dt_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
                 bt = tl.load(b_ptr + (row + t) * N + offs_n)
                 h = tl.exp2(dt[:, None] * a2) * h + (dt * x)[:, None] * bt[None, :]
                 tl.store(scratch + i * BLOCK * N + local, h)
-            for ii in range(0, steps):
+            for ii in tl.range(0, steps, num_stages=STAGES):
                 i = steps - 1 - ii
                 t = s + i
                 x = tl.load(x_ptr + (row + t) * DI + offs_d, mask=mask_d, other=0.0)
@@ -167,7 +173,7 @@ class TritonSelectiveScan(torch.autograd.Function):
         grid = (b, triton.cdiv(d, BLOCK_D))
         _scan_fwd_kernel[grid](
             x, dt, a2, B, C, h0c, y, h_last, starts, l, d, n_chunks,
-            N=N, BLOCK=BLOCK_D, CH=CHUNK, HAS_H0=h0 is not None,
+            N=N, BLOCK=BLOCK_D, CH=CHUNK, HAS_H0=h0 is not None, STAGES=STAGES,
         )
         ctx.save_for_backward(x, dt, a2, B, C, starts)
         ctx.has_h0 = h0 is not None
@@ -189,6 +195,6 @@ class TritonSelectiveScan(torch.autograd.Function):
         scratch = x.new_empty(b, n_blocks, CHUNK, BLOCK_D, N)
         _scan_bwd_kernel[(b, n_blocks)](
             x, dt, a2, B, C, starts, gy, ghl, gx, gdt, ga, gb, gc, gh0, scratch, l, d, n_chunks, n_blocks,
-            N=N, BLOCK=BLOCK_D, CH=CHUNK, HAS_GHL=gh_last is not None,
+            N=N, BLOCK=BLOCK_D, CH=CHUNK, HAS_GHL=gh_last is not None, STAGES=STAGES,
         )
         return gx, gdt, ga.sum(0), gb.sum(1), gc.sum(1), gh0 if ctx.has_h0 else None
