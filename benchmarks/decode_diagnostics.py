@@ -1,0 +1,62 @@
+"""Diagnostics of the batch-1 decode step on a GPU (docs/performance.md, "Why batch 1 stops …").
+
+    python benchmarks/decode_diagnostics.py sweep   # graph replay µs/step of kernel-config variants
+    python benchmarks/decode_diagnostics.py step    # three eager steps, for a profiler:
+    ncu --clock-control none -k regex:_mamba_ --launch-skip 60 --launch-count 3 \\
+        --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \\
+        --section MemoryWorkloadAnalysis python benchmarks/decode_diagnostics.py step
+
+Both on paper-130m with the 50,280 vocabulary in bf16 at batch 1, random weights. ``step`` runs
+the kernels one by one without PDL, so a profiler sees each kernel on its own (with ncu's
+``--launch-skip 60``: three layer kernels in the middle of the second step).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from ssmagent.bench.decode import make_model, sweep_kernel_configs  # noqa: E402
+
+VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per block and warps
+    "default (in 8, out 16)": {},
+    "out 8": {"block_d_out": 8},
+    "in 4": {"block_d_in": 4},
+    "in 4, out 8": {"block_d_in": 4, "block_d_out": 8},
+    "out 8, 2 warps": {"block_d_out": 8, "num_warps_out": 2},
+    "in 4 2 warps, out 8 2 warps": {"block_d_in": 4, "num_warps_in": 2, "block_d_out": 8, "num_warps_out": 2},
+    "in 8 2 warps": {"num_warps_in": 2},
+    "out 16 8 warps": {"num_warps_out": 8},
+    "head block_v 8": {"block_v": 8},
+    "head block_v 32": {"block_v": 32},
+}
+
+
+def sweep() -> None:
+    for name, us, diff in sweep_kernel_configs(VARIANTS, batch=1):
+        print(f"{name:<32} {us:8.1f} µs  max|Δ| vs torch {diff:.1e}", flush=True)
+
+
+def step() -> None:
+    from ssmagent.kernels.decode import KernelConfig, TritonStep
+
+    model = make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda"))
+    st = TritonStep(model, KernelConfig(pdl=False))
+    state = model.allocate_state(1)
+    conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
+    tok = torch.zeros(1, dtype=torch.long, device="cuda")
+    for _ in range(3):
+        st.run(tok, conv, ssm)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    modes = {"sweep": sweep, "step": step}
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        print(f"usage: python benchmarks/decode_diagnostics.py {{{','.join(modes)}}}", file=sys.stderr)
+        raise SystemExit(2)
+    modes[sys.argv[1]]()
