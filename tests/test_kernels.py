@@ -75,7 +75,7 @@ def test_kernels_and_bench_import_with_torch_alone():
     code = (
         "import sys\n"
         "for m in ('triton', 'gymnasium', 'docker', 'transformers'): sys.modules[m] = None\n"
-        "import ssmagent.model, ssmagent.kernels, ssmagent.kernels.decode as d, ssmagent.kernels.graph, ssmagent.kernels.persistent, ssmagent.bench.decode\n"
+        "import ssmagent.model, ssmagent.kernels, ssmagent.kernels.decode as d, ssmagent.kernels.graph, ssmagent.bench.decode\n"
         "assert not d.HAS_TRITON\n"
         "m = ssmagent.model.MambaLM(ssmagent.model.MambaConfig.preset('tiny', 11))\n"
         "s = m.allocate_state(1)\n"
@@ -270,57 +270,6 @@ def test_fused_mode_at_paper_width_is_exact(K, block_d_in):
     ids = torch.randint(0, 1000, (4, 3), device=DEVICE)
     ref, got, *_ = run_both(model, K, ids, True, K.KernelConfig(block_d_in=block_d_in))
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
-
-
-@needs_cuda
-@pytest.mark.gpu
-def test_persistent_cuda_layers_equal_the_triton_kernels_and_the_torch_step(K):
-    """Batch 1 in bf16 at paper-130m's widths: the persistent CUDA kernel (every layer in one
-    cooperative launch) gives the fused Triton kernels' logits and states (the same float32 math on
-    the same bf16 weights, summed in another order) and the torch step's within bf16 tolerance,
-    step after step; its barrier counter and x_proj sums are zero again after every step."""
-    from ssmagent.kernels.persistent import CudaLayers
-
-    torch.manual_seed(0)
-    model = MambaLM(MambaConfig.preset("paper-130m", 1000, n_layer=3)).to(DEVICE, torch.bfloat16).eval()
-    cuda = K.TritonStep(model, K.KernelConfig(cuda_layers=True))
-    assert CudaLayers.unsupported(cuda) is None and cuda.cuda_layers() is not None
-    triton = K.TritonStep(model, K.KernelConfig(cuda_layers=False))
-    ids = torch.randint(0, 1000, (1, 6), device=DEVICE)
-    states = [model.allocate_state(1) for _ in range(3)]
-    views = [(s.conv_state.transpose(-1, -2), s.ssm_state.transpose(-1, -2)) for s in states]
-    with torch.inference_mode():
-        for t in range(ids.shape[1]):
-            tok = ids[:, t].contiguous()
-            got, got_next = cuda.run(tok, *views[0])
-            ref, _ = triton.run(tok, *views[1])
-            torch_ref = model.step(tok, states[2]).float()
-            torch.testing.assert_close(got, ref, atol=2e-3, rtol=2e-3)
-            torch.testing.assert_close(got, torch_ref, **BF16)
-            assert torch.equal(got_next, got.argmax(-1))
-            assert cuda._cuda.sync.tolist() == [0, 0, 0] and not cuda._cuda.dbc.any()
-    torch.testing.assert_close(states[0].ssm_state, states[1].ssm_state, atol=2e-3, rtol=2e-3)
-    torch.testing.assert_close(states[0].conv_state.float(), states[1].conv_state.float(), atol=2e-2, rtol=2e-2)
-
-
-@needs_cuda
-@pytest.mark.gpu
-def test_graph_decoding_at_batch_1_goes_through_the_persistent_kernel(K):
-    """The CUDA graph of bucket 1 captures the cooperative launch; its greedy tokens are the Triton
-    kernels' (bf16, paper-130m's widths)."""
-    from ssmagent.kernels.graph import GraphDecoder
-
-    torch.manual_seed(0)
-    model = MambaLM(MambaConfig.preset("paper-130m", 1000, n_layer=2)).to(DEVICE, torch.bfloat16).eval()
-    dec = GraphDecoder(model, max_batch=2, config=K.KernelConfig(cuda_layers=True))
-    ref_dec = GraphDecoder(model, max_batch=2, config=K.KernelConfig(cuda_layers=False))
-    state, ref_state = dec.allocate_state(1), ref_dec.allocate_state(1)
-    tok = ref_tok = torch.tensor([7], device=DEVICE)
-    for _ in range(12):
-        tok = dec.greedy(tok, state)
-        ref_tok = ref_dec.greedy(ref_tok, ref_state)
-        assert torch.equal(tok, ref_tok)
-    assert dec.stepper.cuda_layers() is not None  # the capture kept it
 
 
 # ---------------------------------------------------------------------------- CUDA graphs

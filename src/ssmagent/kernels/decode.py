@@ -527,7 +527,6 @@ class KernelConfig:
     prefetch: bool = True  # fused: load whole weight tiles before the PDL wait (else d_model chunks after)
     chunk: int = 256  # fused without prefetch: d_model columns per chunk (a power of two)
     xproj_partials: bool = False  # fused: x_proj partial sums stored per block, summed by the out-kernel
-    cuda_layers: bool | None = None  # batch 1: every layer in the persistent CUDA kernel; None = where it builds
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -611,7 +610,6 @@ class TritonStep:
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
         self.n_parts = -(-self.DI // self.kc.block_d_in)  # in-kernel blocks (x_proj partial sums)
         self.signature = self.param_signature(model)
-        self._cuda, self._cuda_tried = None, False
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -687,46 +685,6 @@ class TritonStep:
             DM=self.DM, DM_PAD=_next_pow2(self.DM), HAS_O=o is not None, num_warps=4,
         )
 
-    def fused_layers(self, tokens: Tensor, x: Tensor, conv: Tensor, ssm: Tensor) -> None:
-        """Embedding and every layer through the fused Triton kernels (two per layer): x (B, DM)
-        float32 gets the residual after the last layer."""
-        B, DI, P, L, dev, f32 = x.shape[0], self.DI, self.P, len(self.layers), self.device, torch.float32
-        if self.kc.xproj_partials:  # one buffer of partial sums, rewritten by every layer
-            part = torch.empty(B, self.n_parts * _next_pow2(P), device=dev, dtype=f32)
-            dbcs = [part] * L
-            dbc, zero = part, 0
-        else:  # per-layer accumulators, zeroed by the embedding kernel
-            dbc = torch.empty(B, L, P, device=dev, dtype=f32)
-            dbcs = [dbc[:, i] for i in range(L)]
-            zero = L * P
-        xc = torch.empty(B, DI, device=dev, dtype=f32)
-        z = torch.empty(B, DI, device=dev, dtype=f32)
-        self.launch(
-            _embed_kernel, (B,),
-            tokens, self.embed_w, self.embed_w.stride(0), x, x.stride(0), dbc, dbc.stride(0),
-            DM=self.DM, DM_PAD=_next_pow2(self.DM), ZERO=zero, ZERO_BLOCK=min(1024, _next_pow2(max(zero, 1))), num_warps=4,
-        )
-        for i in range(L):
-            self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i])
-            self.mamba_out(i, xc=xc, z=z, dbc=dbcs[i], ssm=ssm[i], n_rows=B, x=x)
-
-    def cuda_layers(self):
-        """The persistent CUDA kernel for batch-1 fused steps (``ssmagent.kernels.persistent``),
-        built on first use; None where the config turns it off, or it is unsupported or unbuildable."""
-        if not self._cuda_tried:
-            self._cuda_tried = True
-            if self.kc.cuda_layers is not False and not interpreting():
-                from ssmagent.kernels.persistent import CudaLayers, cuda_layers_for
-
-                self._cuda = cuda_layers_for(self)
-                if self._cuda is None and self.kc.cuda_layers:
-                    raise RuntimeError(f"cuda_layers=True but the persistent kernel cannot run: {CudaLayers.unsupported(self) or 'its build failed'}")
-        return self._cuda
-
-    def drop_cuda_layers(self) -> None:
-        """From now on, batch-1 steps through the Triton kernels."""
-        self._cuda, self._cuda_tried = None, True
-
     # ---------------------------------------------------------------- the whole step
     @torch.no_grad()
     def run(
@@ -756,11 +714,24 @@ class TritonStep:
         nxt = next_out if next_out is not None else torch.empty(B, device=dev, dtype=torch.long)
         x = torch.empty(B, DM, device=dev, dtype=f32)
         if fused:
-            cuda = self.cuda_layers() if B == 1 else None
-            if cuda is not None:
-                cuda.run(tokens, x, conv, ssm)
-            else:
-                self.fused_layers(tokens, x, conv, ssm)
+            if self.kc.xproj_partials:  # one buffer of partial sums, rewritten by every layer
+                part = torch.empty(B, self.n_parts * _next_pow2(P), device=dev, dtype=f32)
+                dbcs = [part] * L
+                dbc, zero = part, 0
+            else:  # per-layer accumulators, zeroed by the embedding kernel
+                dbc = torch.empty(B, L, P, device=dev, dtype=f32)
+                dbcs = [dbc[:, i] for i in range(L)]
+                zero = L * P
+            xc = torch.empty(B, DI, device=dev, dtype=f32)
+            z = torch.empty(B, DI, device=dev, dtype=f32)
+            self.launch(
+                _embed_kernel, (B,),
+                tokens, self.embed_w, self.embed_w.stride(0), x, x.stride(0), dbc, dbc.stride(0),
+                DM=DM, DM_PAD=_next_pow2(DM), ZERO=zero, ZERO_BLOCK=min(1024, _next_pow2(max(zero, 1))), num_warps=4,
+            )
+            for i in range(L):
+                self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i])
+                self.mamba_out(i, xc=xc, z=z, dbc=dbcs[i], ssm=ssm[i], n_rows=B, x=x)
             bv = self.kc.block_v
             nvb = triton.cdiv(self.V, bv)
             pmax = torch.empty(B, nvb, device=dev, dtype=f32)

@@ -164,17 +164,13 @@ class GraphDecoder:
             try:
                 g = self._capture(bucket)
             except RuntimeError:
-                st = self.stepper
-                torch.cuda.synchronize(self.device)
-                if bucket == 1 and st.cuda_layers() is not None:
-                    st.drop_cuda_layers()  # a runtime that cannot capture the cooperative launch
-                elif st.launch.pdl:
-                    # a driver/runtime that cannot capture programmatic launches: capture without
-                    st.launch.pdl = False
-                    self._graphs.clear()  # keep every bucket on one launch mode
-                else:
+                if not self.stepper.launch.pdl:
                     raise
-                return self.graph(bucket)
+                # a driver/runtime that cannot capture programmatic launches: capture without
+                torch.cuda.synchronize(self.device)
+                self.stepper.launch.pdl = False
+                self._graphs.clear()  # keep every bucket on one launch mode
+                g = self._capture(bucket)
             self._graphs[bucket] = g
         return g
 
