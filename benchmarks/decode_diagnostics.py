@@ -41,16 +41,38 @@ def sweep() -> None:
         print(f"{name:<32} {us:8.1f} µs  max|Δ| vs torch {diff:.1e}", flush=True)
 
 
-def step() -> None:
-    from ssmagent.kernels.decode import KernelConfig, TritonStep
+def eager_step(model, kernel_config):
+    """(TritonStep, step): one batch-1 eager step of ``model`` through the Triton kernels per
+    ``step()`` call, from a zero state, token 0."""
+    from ssmagent.kernels.decode import TritonStep
 
-    model = make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda"))
-    st = TritonStep(model, KernelConfig(pdl=False))
+    st = TritonStep(model, kernel_config)
     state = model.allocate_state(1)
     conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
     tok = torch.zeros(1, dtype=torch.long, device="cuda")
+    return st, lambda: st.run(tok, conv, ssm)
+
+
+def kernel_device_times(model, kernel_config, steps: int = 5) -> tuple[dict[str, float], object]:
+    """Device µs per call of each kernel of an eager step (torch profiler, after 3 warm-up steps),
+    and the TritonStep."""
+    st, step = eager_step(model, kernel_config)
     for _ in range(3):
-        st.run(tok, conv, ssm)
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / max(e.count, 1) for e in prof.key_averages() if e.device_time_total > 0}, st
+
+
+def step() -> None:
+    from ssmagent.kernels.decode import KernelConfig
+
+    _, run = eager_step(make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda")), KernelConfig(pdl=False))
+    for _ in range(3):
+        run()
     torch.cuda.synchronize()
 
 

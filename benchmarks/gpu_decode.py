@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # decode_diagnostics
 
 from ssmagent.bench.decode import main, sweep_kernel_configs  # noqa: E402
 
@@ -44,25 +45,16 @@ def diagnose() -> None:
     (paper-130m, vocab 50280, bf16, batch 1, fused, no PDL), from the profiler."""
     import torch
 
+    from decode_diagnostics import kernel_device_times
     from ssmagent.bench.decode import make_model
-    from ssmagent.kernels.decode import KernelConfig, TritonStep
+    from ssmagent.kernels.decode import KernelConfig
 
     model = make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda"))
     for name, kc in (("default", KernelConfig(pdl=False)), ("chunked", KernelConfig(pdl=False, prefetch=False))):
-        st = TritonStep(model, kc)
-        state = model.allocate_state(1)
-        conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
-        tok = torch.zeros(1, dtype=torch.long, device="cuda")
-        for _ in range(3):
-            st.run(tok, conv, ssm)
-        torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                st.run(tok, conv, ssm)
-            torch.cuda.synchronize()
+        times, st = kernel_device_times(model, kc)
         print(f"diagnose [{name}]: device time per kernel (eager, batch 1)", flush=True)
-        for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:8]:
-            print(f"  {e.key[:40]:<40} calls {e.count:5d}  avg {e.device_time_total / max(e.count, 1):8.2f} µs", flush=True)
+        for key, us in sorted(times.items(), key=lambda kv: -kv[1])[:8]:
+            print(f"  {key[:40]:<40} avg {us:8.2f} µs", flush=True)
         for k, ck in st.launch.compiled.items():
             print(f"  {k:<28} regs {getattr(ck, 'n_regs', '?')}  spills {getattr(ck, 'n_spills', '?')}", flush=True)
 

@@ -1,6 +1,7 @@
 """The persistent-kernel experiment of docs/performance.md: its kernel exists only at commit 30e19e3.
 
-    git worktree add /tmp/persistent 30e19e3 && cp benchmarks/persistent_experiment.py /tmp/persistent/
+    git worktree add /tmp/persistent 30e19e3
+    cp benchmarks/persistent_experiment.py benchmarks/decode_diagnostics.py /tmp/persistent/
     cd /tmp/persistent && python persistent_experiment.py          # on a GPU
 
 At that commit ``KernelConfig(phases=True)`` (the default there) runs every layer of a batch-1 step
@@ -19,24 +20,14 @@ import torch
 
 sys.path.insert(0, "src")
 
+from decode_diagnostics import kernel_device_times  # noqa: E402
 from ssmagent.bench.decode import bench_one, make_model  # noqa: E402
-from ssmagent.kernels.decode import KernelConfig, TritonStep  # noqa: E402
+from ssmagent.kernels.decode import KernelConfig  # noqa: E402
 
 
 def kernel_times(model, **overrides) -> dict[str, float]:
-    st = TritonStep(model, KernelConfig(pdl=False, **overrides))
-    state = model.allocate_state(1)
-    conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
-    tok = torch.zeros(1, dtype=torch.long, device="cuda")
-    for _ in range(3):
-        st.run(tok, conv, ssm)
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(10):
-            st.run(tok, conv, ssm)
-        torch.cuda.synchronize()
-    times = {e.key[:24]: e.device_time_total / max(e.count, 1) for e in prof.key_averages()}
-    return {k: round(v, 1) for k, v in times.items() if k.startswith("_")}
+    times, _ = kernel_device_times(model, KernelConfig(pdl=False, **overrides), steps=10)
+    return {k[:24]: round(v, 1) for k, v in times.items() if k.startswith("_")}
 
 
 def main() -> None:

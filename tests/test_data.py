@@ -4,6 +4,7 @@ the same file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -77,6 +78,7 @@ def test_the_metadata_sidecar_describes_the_file(tmp_path, addition):
         "backend": None, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
     }
     assert len(trajectories) == 9 and on_disk["tokens"] > on_disk["generated_tokens"] > 0
+    assert on_disk == dataclasses.asdict(meta)  # what generate returns is what it wrote
 
 
 def test_a_failed_expert_episode_stops_generation_and_leaves_no_partial_file(tmp_path, addition, monkeypatch):

@@ -494,6 +494,13 @@ def speedup_summary(rows: Sequence[DecodeBenchRow]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def write_results(path: str, meta: Any, rows: Sequence[Any], **extra: Any) -> None:
+    """A bench's ``--json`` file (its metadata, rows and ``extra``), written atomically."""
+    from ssmagent.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"meta": asdict(meta), "rows": [asdict(r) for r in rows], **extra}, indent=1))
+
+
 def positive_int(text: str) -> int:
     """argparse type: a positive integer (``1_000`` allowed); anything else is a usage error that
     says what to write."""
@@ -558,8 +565,7 @@ def main(argv: Sequence[str] | None = None, kernel_config: Any = None) -> int:
     if kernel_config is not None:
         print(f"kernel config: {asdict(kernel_config)}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": asdict(meta), "rows": [asdict(r) for r in rows]}, fh, indent=1)
+        write_results(args.json, meta, rows)
     return 0
 
 

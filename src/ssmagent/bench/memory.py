@@ -41,16 +41,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from ssmagent.bench.decode import DTYPES, _sync, _versions, bench_device, make_model, positive_int, positive_ints
+from ssmagent.bench.decode import DTYPES, _sync, _versions, bench_device, make_model, positive_int, positive_ints, write_results
 
 LENGTHS = (1_000, 10_000, 100_000, 1_000_000)
 IMPLS = ("mamba", "kv-transformer")
@@ -382,8 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_table(rows, meta))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": asdict(meta), "rows": [asdict(r) for r in rows], "summary": summary(rows, meta)}, fh, indent=1)
+        write_results(args.json, meta, rows, summary=summary(rows, meta))
     return 0
 
 

@@ -41,18 +41,17 @@ when present). On CPU the triton rows run only under ``TRITON_INTERPRET=1`` (slo
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssmagent.bench.decode import DTYPES, _versions, bench_device, copy_bandwidth, time_loop
+from ssmagent.bench.decode import DTYPES, _versions, bench_device, copy_bandwidth, time_loop, write_results
 
 IMPLS = ("torch", "triton", "mamba-ssm")
 NAMES = ("x", "dt", "A", "B", "C", "D")
@@ -409,8 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_table(rows, meta))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": asdict(meta), "rows": [asdict(r) for r in rows]}, fh, indent=1)
+        write_results(args.json, meta, rows)
     return 0
 
 
