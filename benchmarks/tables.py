@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-def _num(v: Any, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
+from ssmagent.bench import fmt  # noqa: E402  (torch-free)
 
 
 def decode_tables(data: dict) -> str:
@@ -33,8 +32,8 @@ def decode_tables(data: dict) -> str:
         agree = "" if r["greedy_agrees"] is None else ("same" if r["greedy_agrees"] else "differ")
         impl = f"**{r['impl']}**" if r["impl"] == "graph" else r["impl"]
         out.append(
-            f"| {r['batch']} | {impl} | {_num(r['us_per_token'], ',.1f')} | {_num(r['tokens_per_s'], ',.0f')} | "
-            f"{r['roofline_us']:,.1f} | {_num(r['roofline_pct'], '.1f')} | {_num(r['max_abs_diff'], '.1e')} | {agree} | {r['note']} |"
+            f"| {r['batch']} | {impl} | {fmt(r['us_per_token'], ',.1f')} | {fmt(r['tokens_per_s'], ',.0f')} | "
+            f"{r['roofline_us']:,.1f} | {fmt(r['roofline_pct'], '.1f')} | {fmt(r['max_abs_diff'], '.1e')} | {agree} | {r['note']} |"
         )
     return "\n".join(out[1:])
 
@@ -45,9 +44,9 @@ def memory_table(data: dict) -> str:
         "|---:|---|---:|---:|---:|---|",
     ]
     for r in data["rows"]:
-        peak = _num(r["peak_decode_mib"], ",.1f") if r["fits"] else f"does not fit (≥ {r['need_mib']:,.0f} needed)"
+        peak = fmt(r["peak_decode_mib"], ",.1f") if r["fits"] else f"does not fit (≥ {r['need_mib']:,.0f} needed)"
         out.append(
-            f"| {r['length']:,} | {r['impl']} | {peak} | {_num(r['state_mib'], ',.2f')} | {_num(r['prefill_s'], ',.2f')} | {r['note']} |"
+            f"| {r['length']:,} | {r['impl']} | {peak} | {fmt(r['state_mib'], ',.2f')} | {fmt(r['prefill_s'], ',.2f')} | {r['note']} |"
         )
     out += [""] + [f"- {line}" for line in data.get("summary", [])]
     return "\n".join(out)
@@ -60,9 +59,9 @@ def scan_table(data: dict) -> str:
     ]
     for r in data["rows"]:
         out.append(
-            f"| {r['shape']} | {r['impl']} | {_num(r['fwd_ms'], ',.2f')} | {_num(r['fwd_bwd_ms'], ',.2f')} | "
-            f"{r['roofline_fwd_ms']:.3f} / {r['roofline_fwd_bwd_ms']:.3f} | {_num(r['fwd_pct'], '.1f')} / {_num(r['fwd_bwd_pct'], '.1f')} | "
-            f"{_num(r['max_abs_diff'], '.1e')} | {_num(r['max_rel_grad_diff'], '.1e')} | {r['note']} |"
+            f"| {r['shape']} | {r['impl']} | {fmt(r['fwd_ms'], ',.2f')} | {fmt(r['fwd_bwd_ms'], ',.2f')} | "
+            f"{r['roofline_fwd_ms']:.3f} / {r['roofline_fwd_bwd_ms']:.3f} | {fmt(r['fwd_pct'], '.1f')} / {fmt(r['fwd_bwd_pct'], '.1f')} | "
+            f"{fmt(r['max_abs_diff'], '.1e')} | {fmt(r['max_rel_grad_diff'], '.1e')} | {r['note']} |"
         )
     return "\n".join(out)
 

@@ -7,3 +7,9 @@ Transformer. ``ssmagent.bench.scan``: the selective scan's forward and backward,
 vs mamba-ssm, against the roofline. ``ssmagent.bench.kv_transformer``: the Transformer peer they
 share. All import only torch.
 """
+
+
+def fmt(value, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "—" for a measurement that was not made (None): the
+    tables of every bench, and of ``benchmarks/tables.py``, which must run without torch."""
+    return "—" if value is None else format(value, spec)

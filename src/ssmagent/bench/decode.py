@@ -42,6 +42,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ssmagent.bench import fmt
+
 CONFIGS = ("tiny", "paper-130m")
 VOCABS = (116, 50280)
 BATCHES = (1, 8, 64, 256)
@@ -448,14 +450,11 @@ _HEAD = f"{'config':<10} {'vocab':>6} {'batch':>5} {'impl':<14} {'µs/token':>10
 
 
 def format_row(r: DecodeBenchRow) -> str:
-    def f(v, spec):
-        return format(v, spec) if v is not None else "—"
-
     agree = "" if r.greedy_agrees is None else ("same" if r.greedy_agrees else "DIFF")
     return (
-        f"{r.config:<10} {r.vocab:>6} {r.batch:>5} {r.impl:<14} {f(r.us_per_token, '10,.1f'):>10} "
-        f"{f(r.tokens_per_s, '11,.0f'):>11} {r.roofline_us:8.1f} {f(r.roofline_pct, '6.1f'):>7} "
-        f"{f(r.max_abs_diff, '8.1e'):>8} {agree:>6}  {r.note}"
+        f"{r.config:<10} {r.vocab:>6} {r.batch:>5} {r.impl:<14} {fmt(r.us_per_token, '10,.1f'):>10} "
+        f"{fmt(r.tokens_per_s, '11,.0f'):>11} {r.roofline_us:8.1f} {fmt(r.roofline_pct, '6.1f'):>7} "
+        f"{fmt(r.max_abs_diff, '8.1e'):>8} {agree:>6}  {r.note}"
     )
 
 

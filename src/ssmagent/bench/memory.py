@@ -49,6 +49,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ssmagent.bench import fmt
 from ssmagent.bench.decode import DTYPES, _sync, _versions, bench_device, make_model, positive_int, positive_ints, write_results
 
 LENGTHS = (1_000, 10_000, 100_000, 1_000_000)
@@ -299,12 +300,9 @@ _HEAD = f"{'length':>10} {'impl':<14} {'peak decode MiB':>15} {'state/KV MiB':>1
 
 
 def format_row(r: MemoryBenchRow) -> str:
-    def f(v, spec):
-        return format(v, spec) if v is not None else "—"
-
     return (
-        f"{r.length:>10,} {r.impl:<14} {f(r.peak_decode_mib, ',.1f'):>15} {f(r.state_mib, ',.2f'):>13} "
-        f"{f(r.prefill_s, ',.2f'):>10}  {r.note}"
+        f"{r.length:>10,} {r.impl:<14} {fmt(r.peak_decode_mib, ',.1f'):>15} {fmt(r.state_mib, ',.2f'):>13} "
+        f"{fmt(r.prefill_s, ',.2f'):>10}  {r.note}"
     )
 
 

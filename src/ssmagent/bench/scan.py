@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssmagent.bench import fmt
 from ssmagent.bench.decode import DTYPES, _versions, bench_device, copy_bandwidth, time_loop, write_results
 
 IMPLS = ("torch", "triton", "mamba-ssm")
@@ -329,13 +330,10 @@ _HEAD = (
 
 
 def format_row(r: ScanBenchRow) -> str:
-    def f(v, spec):
-        return format(v, spec) if v is not None else "—"
-
     return (
-        f"{r.shape:<18} {r.dtype:<8} {r.impl:<10} {f(r.fwd_ms, ',.3f'):>10} {f(r.fwd_bwd_ms, ',.3f'):>10} "
-        f"{r.roofline_fwd_ms:9.3f} {r.roofline_fwd_bwd_ms:9.3f} {f(r.fwd_pct, '.1f'):>6} {f(r.fwd_bwd_pct, '.1f'):>6} "
-        f"{f(r.max_abs_diff, '.1e'):>8} {f(r.max_rel_grad_diff, '.1e'):>8}  {r.note}"
+        f"{r.shape:<18} {r.dtype:<8} {r.impl:<10} {fmt(r.fwd_ms, ',.3f'):>10} {fmt(r.fwd_bwd_ms, ',.3f'):>10} "
+        f"{r.roofline_fwd_ms:9.3f} {r.roofline_fwd_bwd_ms:9.3f} {fmt(r.fwd_pct, '.1f'):>6} {fmt(r.fwd_bwd_pct, '.1f'):>6} "
+        f"{fmt(r.max_abs_diff, '.1e'):>8} {fmt(r.max_rel_grad_diff, '.1e'):>8}  {r.note}"
     )
 
 
