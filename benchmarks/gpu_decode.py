@@ -28,7 +28,7 @@ BATCH1 = {  # KernelConfig overrides timed at batch 1 (fused mode)
 }
 BATCH8 = {  # fused (rows looped in each block, or one row per block) vs split (cuBLAS GEMMs)
     "fused": {},
-    "fused-row-per-block": {"fused_rows": 1},
+    "fused-rows-looped": {"fused_rows": None},
     "split": {"fuse_max_batch": 4},
 }
 BATCH256 = {  # split mode grid: channels per block x batch rows per block
@@ -50,7 +50,7 @@ def diagnose() -> None:
     from ssmagent.kernels.decode import KernelConfig
 
     model = make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda"))
-    for name, kc in (("default", KernelConfig(pdl=False)), ("chunked", KernelConfig(pdl=False, prefetch=False))):
+    for name, kc in (("default", KernelConfig(pdl=False)),):
         times, st = kernel_device_times(model, kc)
         print(f"diagnose [{name}]: device time per kernel (eager, batch 1)", flush=True)
         for key, us in sorted(times.items(), key=lambda kv: -kv[1])[:8]:

@@ -138,9 +138,10 @@ def test_ssm_kernel_matches_reference_and_updates_state(K, dtype):
 
 
 FUSED_VARIANTS = {  # KernelConfig overrides: every code path of the fused kernels
-    "default": {},
-    "chunked-partials": {"prefetch": False, "chunk": 16, "xproj_partials": True, "block_d_in": 16},
-    "row-per-block": {"fused_rows": 1},
+    "default": {},  # one row per block, states loaded before the PDL wait; d_model 40 in one chunk
+    "chunked": {"chunk": 16, "block_d_in": 16},  # d_model in 3 chunks, the last one masked
+    "rows-looped": {"fused_rows": None},  # every row in each block
+    "late-state": {"early_state": False},
 }
 
 
@@ -149,7 +150,7 @@ FUSED_VARIANTS = {  # KernelConfig overrides: every code path of the fused kerne
 @pytest.mark.parametrize("variant", list(FUSED_VARIANTS))
 def test_fused_layer_kernels_match_layer_reference(K, dtype, bias, variant):
     """The fused mode (norm + in_proj + conv + x_proj in one kernel, the SSM + out_proj in the
-    other, partial sums by atomics or per-block stores) equals one whole block in float32."""
+    other, partial sums by atomics) equals one whole block in float32."""
     model = make_model(dtype=dtype, bias=bias, conv_bias=not bias, d_model=40)  # 40 = 16 + 16 + 8: a masked last chunk
     step = K.TritonStep(model, K.KernelConfig(**FUSED_VARIANTS[variant]))
     B = 3
@@ -161,6 +162,14 @@ def test_fused_layer_kernels_match_layer_reference(K, dtype, bias, variant):
     torch.testing.assert_close(got, ref, **tol(dtype))
     torch.testing.assert_close(got_state.ssm_state, ref_state.ssm_state, **tol(dtype))
     torch.testing.assert_close(got_state.conv_state.float(), ref_state.conv_state.float(), **tol(dtype))
+
+
+def test_fused_chunk_must_cover_d_model_in_four_powers_of_two(K):
+    assert [K.chunk_for(d) for d in (40, 64, 768, 1024, 2048, 2560)] == [64, 64, 256, 256, 512, 1024]
+    model = make_model(d_model=40)
+    for chunk in (8, 24):  # 5 chunks; not a power of two
+        with pytest.raises(ValueError, match="power of two that covers d_model 40"):
+            K.TritonStep(model, K.KernelConfig(chunk=chunk))
 
 
 # ---------------------------------------------------------------------------- whole step
@@ -183,8 +192,8 @@ def run_both(model, K, ids, fused, kernel_config=None):
 
 @pytest.mark.parametrize(
     "fused,variant",
-    [(True, "default"), (True, "chunked-partials"), (True, "row-per-block"), (False, "default")],
-    ids=["fused", "fused-chunked", "fused-row-per-block", "split"],
+    [(True, "default"), (True, "chunked"), (True, "rows-looped"), (True, "late-state"), (False, "default")],
+    ids=["fused", "fused-chunked", "fused-rows-looped", "fused-late-state", "split"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_step_equals_torch_step(K, fused, variant, dtype):

@@ -100,6 +100,12 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+def chunk_for(d_model: int) -> int:
+    """The fused kernels' d_model chunk: at most 256 columns where 4 chunks cover d_model (768 = 3 x
+    256, no padding; a 256-column chunk's reduction stays within one warp), more where they do not."""
+    return max(min(256, _next_pow2(d_model)), _next_pow2(-(-d_model // 4)))
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch references: the same math as MambaLM.step, one piece per kernel
 # --------------------------------------------------------------------------------------------
@@ -224,6 +230,69 @@ if HAS_TRITON:
         return tl.where(v > 20.0, v, lp)
 
     @triton.jit
+    def _l2_prefetch(BASE, nbytes, part, n_parts, LANES: tl.constexpr, MIN_PIECE: tl.constexpr):
+        """Ask L2 for program ``part``'s share (1/n_parts) of the ``nbytes`` at BASE: one bulk
+        prefetch (sm_90's ``cp.async.bulk.prefetch.L2``) per lane, of at least MIN_PIECE bytes.
+        Nothing waits for the bytes: they arrive while the program goes on. nbytes and BASE must be
+        16-byte multiples (the host passes 0 bytes where they are not)."""
+        base = BASE.to(tl.pointer_type(tl.int8), bitcast=True)
+        share = tl.cdiv(nbytes, n_parts * 16) * 16
+        piece = tl.maximum(tl.cdiv(share, LANES * 16) * 16, MIN_PIECE)
+        offs = part.to(tl.int64) * share + tl.arange(0, LANES).to(tl.int64) * piece
+        end = tl.minimum((part.to(tl.int64) + 1) * share, nbytes)
+        size = tl.minimum(tl.maximum(end - offs, 0), piece).to(tl.int32)
+        tl.inline_asm_elementwise(
+            """{
+            .reg .pred p;
+            setp.gt.s32 p, $2, 0;
+            @p cp.async.bulk.prefetch.L2.global [$1], $2;
+            mov.u32 $0, 0;
+            }""",
+            "=r,l,r", [base + offs, size], dtype=tl.int32, is_pure=False, pack=1,
+        )
+
+    @triton.jit
+    def _relayout(v):
+        """v itself (a sum over an axis of length one). Its use: a fresh layout, so that where v
+        meets a weight tile the compiler converts v (a few floats) and not the tile, which it
+        otherwise does through shared memory, 16 block barriers for out_proj's tile."""
+        return tl.sum(tl.reshape(v, [v.shape[0], 1]), axis=1)
+
+    @triton.jit
+    def _row_chunk(W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+        """Columns [k CH, (k + 1) CH) of the given rows of a row-major (·, DM) matrix: (rows, CH)."""
+        offs = k * CH + tl.arange(0, CH)
+        return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0)
+
+    @triton.jit
+    def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+        """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols)."""
+        offs = k * CH + tl.arange(0, CH)
+        return tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
+
+    @triton.jit
+    def _vec_chunk(V, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+        offs = k * CH + tl.arange(0, CH)
+        return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _in_chunk(XROW, w_x, w_z, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+        """One chunk of d_model for in_proj: (sum of x², products with the x rows, with the z rows),
+        the RMSNorm's scale left out (it multiplies the sums)."""
+        x = _vec_chunk(XROW, k, DM, CH)
+        h = x * nw
+        return x * x, w_x.to(tl.float32) * h[None, :], w_z.to(tl.float32) * h[None, :]
+
+    @triton.jit
+    def _out_chunk(XROW, w_o, y, b_o, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
+        """Adds this block's share of out_proj(y), rows [k CH, (k + 1) CH), into the residual."""
+        offs = k * CH + tl.arange(0, CH)
+        out = tl.sum(w_o.to(tl.float32) * y[None, :], axis=1)  # (CH,)
+        if HAS_B:
+            out += b_o
+        tl.atomic_add(XROW + offs, out, mask=offs < DM, sem=SEM)
+
+    @triton.jit
     def _mamba_in_kernel(
         X, stride_xb,  # fused: float32 residual (B, DM)
         NORM_W,  # fused: (DM,)
@@ -234,17 +303,20 @@ if HAS_TRITON:
         XC, stride_xcb,  # out: SiLU(conv) (B, DI)
         Z, stride_zb,  # fused, out: z (B, DI), float32
         W_X, stride_wx,  # fused: x_proj (P, DI)
-        DBC, stride_dbcb,  # fused, out: x_proj(xc), float32: (B, P) zeroed beforehand (atomic +=),
-        #                    or with XPART (B, n_blocks, P_PAD), this block's partial sums stored
+        DBC, stride_dbcb,  # fused, out: x_proj(xc), float32 (B, P), zeroed beforehand (atomic +=)
         n_rows, rows_per_prog, eps,
-        DM: tl.constexpr, DM_PAD: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
+        DM: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
-        SEM: tl.constexpr = "relaxed", PREFETCH: tl.constexpr = True, XPART: tl.constexpr = False,
-        CH: tl.constexpr = 256,
+        SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
+        L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_MIN: tl.constexpr = 1024,
+        PF0=0, pf0_bytes=0, PF1=0, pf1_bytes=0,  # L2PF: weights of a later layer, to prefetch into L2
     ):
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
+        if L2PF:
+            _l2_prefetch(PF0, pf0_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
+            _l2_prefetch(PF1, pf1_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_k = tl.arange(0, K_PAD)
@@ -258,13 +330,23 @@ if HAS_TRITON:
         else:
             cb = tl.zeros([BLOCK_D], dtype=tl.float32)
         if FUSED:
-            offs_m = tl.arange(0, DM_PAD)
-            mask_m = offs_m < DM
-            if PREFETCH:  # the whole (BLOCK_D, d_model) rows of in_proj, held in registers
-                wmask = mask_d[:, None] & mask_m[None, :]
-                w_x = tl.load(W_IN + offs_d[:, None] * stride_win + offs_m[None, :], mask=wmask, other=0.0)
-                w_z = tl.load(W_IN + (offs_d + DI)[:, None] * stride_win + offs_m[None, :], mask=wmask, other=0.0)
-                nw = tl.load(NORM_W + offs_m, mask=mask_m, other=0.0).to(tl.float32)
+            # this block's rows of in_proj (its channels of x and of z), in NCH chunks of CH columns:
+            # d_model 768 = 3 x 256 needs no padding, and a chunk's reduction stays within a warp
+            w_x0 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 0, DM, CH)
+            w_z0 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 0, DM, CH)
+            nw0 = _vec_chunk(NORM_W, 0, DM, CH)
+            if NCH > 1:
+                w_x1 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 1, DM, CH)
+                w_z1 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 1, DM, CH)
+                nw1 = _vec_chunk(NORM_W, 1, DM, CH)
+            if NCH > 2:
+                w_x2 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 2, DM, CH)
+                w_z2 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 2, DM, CH)
+                nw2 = _vec_chunk(NORM_W, 2, DM, CH)
+            if NCH > 3:
+                w_x3 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 3, DM, CH)
+                w_z3 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 3, DM, CH)
+                nw3 = _vec_chunk(NORM_W, 3, DM, CH)
             if HAS_B_IN:
                 bx = tl.load(B_IN + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 bz = tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -273,32 +355,31 @@ if HAS_TRITON:
                 W_X + offs_p[:, None] * stride_wx + offs_d[None, :],
                 mask=(offs_p[:, None] < P) & mask_d[None, :], other=0.0,
             ).to(tl.float32)  # (P_PAD, BLOCK_D)
+        smask = (offs_k[:, None] < K) & mask_d[None, :]
+        omask = (offs_k[:, None] + 1 < K) & mask_d[None, :]
+        row0 = pid_r * rows_per_prog
+        if EARLY:  # one row per program: its conv window, which no kernel before this one in the
+            # chain writes (this layer's in-kernel of the previous step did, and has finished)
+            old0 = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         # ---- activations and states
-        smask = (offs_k[:, None] < K) & mask_d[None, :]
-        row0 = pid_r * rows_per_prog
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
-            if FUSED:
-                x = tl.load(X + b * stride_xb + offs_m, mask=mask_m, other=0.0)
-                r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DM + eps)
-                if PREFETCH:
-                    h = x * r * nw  # RMSNorm(x), float32
-                    xi = tl.sum(w_x.to(tl.float32) * h[None, :], axis=1)  # (BLOCK_D,)
-                    z = tl.sum(w_z.to(tl.float32) * h[None, :], axis=1)
-                else:  # d_model in chunks of CH: fewer registers, loads after the wait
-                    xi = tl.zeros([BLOCK_D], dtype=tl.float32)
-                    z = tl.zeros([BLOCK_D], dtype=tl.float32)
-                    for k in tl.static_range(0, DM, CH):
-                        offs_c = k + tl.arange(0, CH)
-                        mask_c = offs_c < DM
-                        hc = tl.load(X + b * stride_xb + offs_c, mask=mask_c, other=0.0) * r
-                        hc = hc * tl.load(NORM_W + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-                        cmask = mask_d[:, None] & mask_c[None, :]
-                        wxc = tl.load(W_IN + offs_d[:, None] * stride_win + offs_c[None, :], mask=cmask, other=0.0)
-                        wzc = tl.load(W_IN + (offs_d + DI)[:, None] * stride_win + offs_c[None, :], mask=cmask, other=0.0)
-                        xi += tl.sum(wxc.to(tl.float32) * hc[None, :], axis=1)
-                        z += tl.sum(wzc.to(tl.float32) * hc[None, :], axis=1)
+            if FUSED:  # RMSNorm's scale r multiplies the sums, so its reduction runs beside theirs
+                xrow = X + b * stride_xb
+                ss, px, pz = _in_chunk(xrow, w_x0, w_z0, nw0, 0, DM, CH)
+                if NCH > 1:
+                    s1, x1, z1 = _in_chunk(xrow, w_x1, w_z1, nw1, 1, DM, CH)
+                    ss, px, pz = ss + s1, px + x1, pz + z1
+                if NCH > 2:
+                    s2, x2, z2 = _in_chunk(xrow, w_x2, w_z2, nw2, 2, DM, CH)
+                    ss, px, pz = ss + s2, px + x2, pz + z2
+                if NCH > 3:
+                    s3, x3, z3 = _in_chunk(xrow, w_x3, w_z3, nw3, 3, DM, CH)
+                    ss, px, pz = ss + s3, px + x3, pz + z3
+                r = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / DM + eps)
+                xi = tl.sum(px, axis=1) * r  # (BLOCK_D,)
+                z = tl.sum(pz, axis=1) * r
                 if HAS_B_IN:
                     xi += bx
                     z += bz
@@ -307,7 +388,10 @@ if HAS_TRITON:
                 xi = tl.load(XZ + b * stride_xzb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             # window = (state[1], ..., state[K-1], xi): the new state and the conv's input
             cbase = CONV + b * s_cb + offs_d[None, :] * s_cd
-            old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=(offs_k[:, None] + 1 < K) & mask_d[None, :], other=0.0)
+            if EARLY:
+                old = old0
+            else:
+                old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             window = tl.where(offs_k[:, None] == K - 1, xi[None, :], old.to(tl.float32))
             # in place: the thread that stores row k may not be the one that loaded row k + 1,
             # so every load of the block must land before any store (a race on the GPU otherwise)
@@ -317,17 +401,14 @@ if HAS_TRITON:
             xc = _silu(acc)
             tl.store(XC + b * stride_xcb + offs_d, xc.to(XC.dtype.element_ty), mask=mask_d)
             if FUSED:  # this block's share of x_proj(xc)
-                part = tl.sum(wxp * xc[None, :], axis=1)  # (P_PAD,)
-                if XPART:
-                    tl.store(DBC + b * stride_dbcb + pid_d * P_PAD + offs_p, part, mask=offs_p < P)
-                else:
-                    tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
+                part = tl.sum(wxp * _relayout(xc)[None, :], axis=1)  # (P_PAD,)
+                tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
 
     @triton.jit
     def _mamba_out_kernel(
         XC, stride_xcb,  # (B, DI)
         Z, stride_zb,  # (B, DI)
-        DBC, stride_dbcb,  # (B, P) = (dt_low, B, C); with XPART (B, n_parts, P_STRIDE) partial sums
+        DBC, stride_dbcb,  # (B, P) = (dt_low, B, C)
         W_DT, s_wdt_d, s_wdt_r, B_DT,  # dt_proj (DI, R), bias (DI,)
         A_LOG, s_a_d, s_a_n,  # (DI, N)
         D_SKIP,  # (DI,)
@@ -337,13 +418,17 @@ if HAS_TRITON:
         X, stride_xb,  # fused, out (atomic +=): the float32 residual (B, DM)
         n_rows, rows_per_prog,
         DI: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr,
-        DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
+        DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
-        SEM: tl.constexpr = "relaxed", PREFETCH: tl.constexpr = True, XPART: tl.constexpr = False,
-        CH: tl.constexpr = 256, n_parts=1, P_STRIDE: tl.constexpr = 1, JB: tl.constexpr = 32,
+        SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
+        L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_MIN: tl.constexpr = 1024,
+        PF0=0, pf0_bytes=0, PF1=0, pf1_bytes=0,  # L2PF: weights of a later layer, to prefetch into L2
     ):
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
+        if L2PF:
+            _l2_prefetch(PF0, pf0_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
+            _l2_prefetch(PF1, pf1_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_r = tl.arange(0, R_PAD)
@@ -359,65 +444,62 @@ if HAS_TRITON:
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
         A2 = -tl.exp(a_log.to(tl.float32)) * 1.4426950408889634  # (N_PAD, BLOCK_D)   A log2(e)
         dsk = tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if FUSED:
-            offs_m = tl.arange(0, DM_PAD)
-            mask_m = offs_m < DM
-            if PREFETCH:
-                w_o = tl.load(
-                    W_OUT + offs_m[:, None] * stride_wo + offs_d[None, :],
-                    mask=mask_m[:, None] & mask_d[None, :], other=0.0,
-                )  # (DM_PAD, BLOCK_D)
-                if HAS_B_OUT:
-                    b_o = tl.load(B_OUT + offs_m, mask=mask_m, other=0.0).to(tl.float32)
-                    b_o = b_o * (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
+        if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
+            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH)
+            if NCH > 1:
+                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 1, DM, CH)
+            if NCH > 2:
+                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 2, DM, CH)
+            if NCH > 3:
+                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 3, DM, CH)
+            first = (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
+            b_o0 = 0.0
+            b_o1 = 0.0
+            b_o2 = 0.0
+            b_o3 = 0.0
+            if HAS_B_OUT:
+                b_o0 = _vec_chunk(B_OUT, 0, DM, CH) * first
+                if NCH > 1:
+                    b_o1 = _vec_chunk(B_OUT, 1, DM, CH) * first
+                if NCH > 2:
+                    b_o2 = _vec_chunk(B_OUT, 2, DM, CH) * first
+                if NCH > 3:
+                    b_o3 = _vec_chunk(B_OUT, 3, DM, CH) * first
+        row0 = pid_r * rows_per_prog
+        if EARLY:  # one row per program: its SSM state, last written by this layer's out-kernel of
+            # the previous step (finished: see the in-kernel)
+            h0 = tl.load(SSM + row0 * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd, mask=nmask, other=0.0)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
-        row0 = pid_r * rows_per_prog
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
-            drow = DBC + b * stride_dbcb
-            if XPART:  # sum the in-kernel's per-block partial sums of x_proj
-                dt_low = tl.zeros([R_PAD], dtype=tl.float32)
-                Bv = tl.zeros([N_PAD], dtype=tl.float32)
-                Cv = tl.zeros([N_PAD], dtype=tl.float32)
-                for j0 in range(0, n_parts, JB):
-                    offs_j = j0 + tl.arange(0, JB)
-                    mj = offs_j < n_parts
-                    base = drow + offs_j[:, None] * P_STRIDE
-                    dt_low += tl.sum(tl.load(base + offs_r[None, :], mask=mj[:, None] & (offs_r[None, :] < R), other=0.0), axis=0)
-                    Bv += tl.sum(tl.load(base + R + offs_n[None, :], mask=mj[:, None] & mask_n[None, :], other=0.0), axis=0)
-                    Cv += tl.sum(tl.load(base + R + N + offs_n[None, :], mask=mj[:, None] & mask_n[None, :], other=0.0), axis=0)
-            else:
-                dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0).to(tl.float32)
-                Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-                Cv = tl.load(drow + R + N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            dt = _softplus(tl.sum(wdt * dt_low[None, :], axis=1) + bdt)  # (BLOCK_D,)
+            # every load of the in-kernel's outputs first, so that their latencies overlap
             x = tl.load(XC + b * stride_xcb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            z = tl.load(Z + b * stride_zb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            drow = DBC + b * stride_dbcb
+            dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0).to(tl.float32)
+            Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            Cv = tl.load(drow + R + N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            dt = _softplus(tl.sum(wdt * dt_low[None, :], axis=1) + bdt)  # (BLOCK_D,)
             sp = SSM + b * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd
-            h = tl.load(sp, mask=nmask, other=0.0)
+            if EARLY:
+                h = h0
+            else:
+                h = tl.load(sp, mask=nmask, other=0.0)
             h = h * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt * x)[None, :]
             tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
             tl.store(sp, h, mask=nmask)
             y = tl.sum(Cv[:, None] * h, axis=0) + dsk * x
-            z = tl.load(Z + b * stride_zb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             y = y * _silu(z)
             if FUSED:  # this block's share of out_proj(y), added into the residual
-                if PREFETCH:
-                    out = tl.sum(w_o.to(tl.float32) * y[None, :], axis=1)  # (DM_PAD,)
-                    if HAS_B_OUT:
-                        out += b_o
-                    tl.atomic_add(X + b * stride_xb + offs_m, out, mask=mask_m, sem=SEM)
-                else:
-                    for k in tl.static_range(0, DM, CH):
-                        offs_c = k + tl.arange(0, CH)
-                        mask_c = offs_c < DM
-                        w_oc = tl.load(
-                            W_OUT + offs_c[:, None] * stride_wo + offs_d[None, :],
-                            mask=mask_c[:, None] & mask_d[None, :], other=0.0,
-                        )
-                        oc = tl.sum(w_oc.to(tl.float32) * y[None, :], axis=1)  # (CH,)
-                        if HAS_B_OUT:
-                            oc += tl.load(B_OUT + offs_c, mask=mask_c, other=0.0).to(tl.float32) * (pid_d == 0).to(tl.float32)
-                        tl.atomic_add(X + b * stride_xb + offs_c, oc, mask=mask_c, sem=SEM)
+                y = _relayout(y)
+                xrow = X + b * stride_xb
+                _out_chunk(xrow, w_o0, y, b_o0, 0, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 1:
+                    _out_chunk(xrow, w_o1, y, b_o1, 1, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 2:
+                    _out_chunk(xrow, w_o2, y, b_o2, 2, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 3:
+                    _out_chunk(xrow, w_o3, y, b_o3, 3, DM, CH, HAS_B_OUT, SEM)
             else:
                 tl.store(Y + b * stride_yb + offs_d, y.to(Y.dtype.element_ty), mask=mask_d)
 
@@ -514,7 +596,7 @@ class KernelConfig:
     fuse_max_batch: int = 4  # batches up to this use the fused (GEMVs-in-kernel) mode
     block_d_in: int = 8  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
     block_d_out: int = 16  # fused _mamba_out_kernel: channels per block
-    fused_rows: int | None = None  # fused: batch rows per block (None: all rows in each block)
+    fused_rows: int | None = 1  # fused: batch rows per block (None: all rows in each block)
     block_v: int = 16  # fused head: vocabulary rows per block
     split_block_d: int = 64  # split mode: channels per block
     split_rows: int = 4  # split mode: batch rows per block
@@ -524,9 +606,11 @@ class KernelConfig:
     num_warps_split: int = 4
     pdl: bool | None = None  # programmatic dependent launch; None = where supported (CUDA, sm >= 90)
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them
-    prefetch: bool = True  # fused: load whole weight tiles before the PDL wait (else d_model chunks after)
-    chunk: int = 256  # fused without prefetch: d_model columns per chunk (a power of two)
-    xproj_partials: bool = False  # fused: x_proj partial sums stored per block, summed by the out-kernel
+    chunk: int | None = None  # fused: d_model in at most 4 chunks of this many (a power of two; None: chunk_for)
+    early_state: bool = True  # fused, one row per block: load the layer's state before the PDL wait
+    l2_ahead: int = 0  # fused: each layer kernel prefetches the weights of the layer this many ahead into L2
+    l2_wrap: bool = True  # ... and the last layers those of the next step's first layers
+    l2_min_piece: int = 1024  # bytes per bulk prefetch, at least
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -608,8 +692,12 @@ class TritonStep:
         self.V = c.vocab_size
         self.eps = float(c.norm_eps)
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
-        self.n_parts = -(-self.DI // self.kc.block_d_in)  # in-kernel blocks (x_proj partial sums)
+        self.chunk = self.kc.chunk or chunk_for(self.DM)
+        if self.chunk & (self.chunk - 1) or -(-self.DM // self.chunk) > 4:
+            raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
         self.signature = self.param_signature(model)
+        # bulk L2 prefetches are sm_90 instructions (and the interpreter cannot run inline PTX)
+        self.l2_ok = self.launch.pdl and not interpreting()
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -619,6 +707,20 @@ class TritonStep:
     def fused_for(self, batch: int) -> bool:
         return batch <= self.kc.fuse_max_batch
 
+    def l2_prefetch_args(self, i: int, tensors: tuple[int, int], fused: bool, num_warps: int) -> dict[str, Any]:
+        """The L2 prefetch arguments of layer i's kernel: ``tensors`` indexes two weights of
+        ``_layers`` (of the layer ``l2_ahead`` further on) that it asks L2 for."""
+        ahead, L = self.kc.l2_ahead, len(self.layers)
+        j = i + ahead
+        if not (fused and ahead > 0 and self.l2_ok) or (j >= L and not self.kc.l2_wrap):
+            return {}
+        out: dict[str, Any] = {"L2PF": True, "PF_MIN": self.kc.l2_min_piece, "PF_LANES": 32 * num_warps}
+        for k, t in enumerate(tensors):
+            w = self.layers[j % L][t]
+            ok = w.is_contiguous() and w.data_ptr() % 16 == 0
+            out[f"PF{k}"], out[f"pf{k}_bytes"] = w, (w.numel() * w.element_size()) // 16 * 16 if ok else 0
+        return out
+
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
         nw, w_in, b_in, cw, cb, w_x = self.layers[i][:6]
@@ -626,6 +728,7 @@ class TritonStep:
         kc, d = self.kc, self._dummy
         block = kc.block_d_in if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
+        warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
         grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
         self.launch(
             _mamba_in_kernel, grid,
@@ -640,11 +743,11 @@ class TritonStep:
             w_x, w_x.stride(0),
             dbc if fused else d, dbc.stride(0) if fused else 0,
             n_rows, rows, self.eps,
-            DM=self.DM, DM_PAD=_next_pow2(self.DM), DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
+            DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            PREFETCH=kc.prefetch, XPART=fused and kc.xproj_partials, CH=min(kc.chunk, _next_pow2(self.DM)),
-            num_warps=(kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split,
+            CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
+            **self.l2_prefetch_args(i, (1, 5), fused, warps),  # in_proj, x_proj
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -654,6 +757,7 @@ class TritonStep:
         kc, d = self.kc, self._dummy
         block = kc.block_d_out if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
+        warps = (kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split
         grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
         self.launch(
             _mamba_out_kernel, grid,
@@ -669,11 +773,10 @@ class TritonStep:
             x if fused else d, x.stride(0) if fused else 0,
             n_rows, rows,
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
-            DM=self.DM, DM_PAD=_next_pow2(self.DM), BLOCK_D=block,
+            DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            PREFETCH=kc.prefetch, XPART=fused and kc.xproj_partials, CH=min(kc.chunk, _next_pow2(self.DM)),
-            n_parts=self.n_parts, P_STRIDE=_next_pow2(self.P),
-            num_warps=(kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split,
+            CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
+            **self.l2_prefetch_args(i, (10, 6), fused, warps),  # out_proj, dt_proj
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
@@ -713,15 +816,10 @@ class TritonStep:
         logits = logits_out if logits_out is not None else torch.empty(B, self.V, device=dev, dtype=f32)
         nxt = next_out if next_out is not None else torch.empty(B, device=dev, dtype=torch.long)
         x = torch.empty(B, DM, device=dev, dtype=f32)
-        if fused:
-            if self.kc.xproj_partials:  # one buffer of partial sums, rewritten by every layer
-                part = torch.empty(B, self.n_parts * _next_pow2(P), device=dev, dtype=f32)
-                dbcs = [part] * L
-                dbc, zero = part, 0
-            else:  # per-layer accumulators, zeroed by the embedding kernel
-                dbc = torch.empty(B, L, P, device=dev, dtype=f32)
-                dbcs = [dbc[:, i] for i in range(L)]
-                zero = L * P
+        if fused:  # per-layer x_proj accumulators, zeroed by the embedding kernel
+            dbc = torch.empty(B, L, P, device=dev, dtype=f32)
+            dbcs = [dbc[:, i] for i in range(L)]
+            zero = L * P
             xc = torch.empty(B, DI, device=dev, dtype=f32)
             z = torch.empty(B, DI, device=dev, dtype=f32)
             self.launch(
@@ -807,7 +905,7 @@ def conv_step(xi: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | Non
         cs, cs.stride(0), cs.stride(1), cs.stride(2),
         weight, weight.stride(0), weight.stride(2), bias if bias is not None else d,
         xc, xc.stride(0), d, 0, d, 0, d, 0, B, 1, 0.0,
-        DM=1, DM_PAD=1, DI=DI, K=K, K_PAD=_next_pow2(K), P=1, P_PAD=1, BLOCK_D=block_d,
+        DM=1, DI=DI, K=K, K_PAD=_next_pow2(K), P=1, P_PAD=1, BLOCK_D=block_d,
         FUSED=False, HAS_B_IN=False, HAS_CONV_B=bias is not None, PDL=False,
     )
     return xc
@@ -840,7 +938,7 @@ def ssm_step(
         A_log, A_log.stride(0), A_log.stride(1), D,
         ss, ss.stride(0), ss.stride(1), ss.stride(2),
         y, y.stride(0), d, 0, d, d, 0, B, rows,
-        DI=DI, N=N, N_PAD=_next_pow2(N), R=R, R_PAD=_next_pow2(R), DM=1, DM_PAD=1,
+        DI=DI, N=N, N_PAD=_next_pow2(N), R=R, R_PAD=_next_pow2(R), DM=1,
         BLOCK_D=block_d, FUSED=False, HAS_B_OUT=False, PDL=False,
     )
     return y
@@ -854,10 +952,7 @@ def layer_step(step: TritonStep, i: int, x: Tensor, conv_state: Tensor, ssm_stat
     dev = x.device
     xc = torch.empty(B, step.DI, device=dev, dtype=torch.float32)
     z = torch.empty_like(xc)
-    if step.kc.xproj_partials:
-        dbc = torch.empty(B, step.n_parts * _next_pow2(step.P), device=dev, dtype=torch.float32)
-    else:
-        dbc = torch.zeros(B, step.P, device=dev, dtype=torch.float32)
+    dbc = torch.zeros(B, step.P, device=dev, dtype=torch.float32)
     step.mamba_in(i, conv=conv_state.transpose(-1, -2), xc=xc, n_rows=B, x=x, z=z, dbc=dbc)
     step.mamba_out(i, xc=xc, z=z, dbc=dbc, ssm=ssm_state.transpose(-1, -2), n_rows=B, x=x)
     return x
