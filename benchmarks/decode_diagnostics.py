@@ -1,13 +1,14 @@
-"""Diagnostics of the batch-1 decode step on a GPU (docs/performance.md, "Why batch 1 stops …").
+"""Diagnostics of the batch-1 decode step on a GPU (docs/performance.md, "What limits batch 1").
 
     python benchmarks/decode_diagnostics.py sweep   # graph replay µs/step of kernel-config variants
     python benchmarks/decode_diagnostics.py l2      # L2 prefetch variants, and the L2-resident bound
+    python benchmarks/decode_diagnostics.py floor   # what a chain of 48 PDL kernels costs at the least
     python benchmarks/decode_diagnostics.py step    # three eager steps, for a profiler:
     ncu --clock-control none -k regex:_mamba_ --launch-skip 60 --launch-count 3 \\
         --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \\
         --section MemoryWorkloadAnalysis python benchmarks/decode_diagnostics.py step
 
-Both on paper-130m with the 50,280 vocabulary in bf16 at batch 1, random weights. ``step`` runs
+All but ``floor`` on paper-130m with the 50,280 vocabulary in bf16 at batch 1, random weights. ``step`` runs
 the kernels one by one without PDL, so a profiler sees each kernel on its own (with ncu's
 ``--launch-skip 60``: three layer kernels in the middle of the second step).
 """
@@ -18,21 +19,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # floor_kernels
 
 import torch  # noqa: E402
 
 from ssmagent.bench.decode import make_model, sweep_kernel_configs  # noqa: E402
 
-VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per block and warps
-    "default (in 8, out 16)": {},
-    "out 8": {"block_d_out": 8},
-    "in 4": {"block_d_in": 4},
-    "in 4, out 8": {"block_d_in": 4, "block_d_out": 8},
-    "out 8, 2 warps": {"block_d_out": 8, "num_warps_out": 2},
-    "in 4 2 warps, out 8 2 warps": {"block_d_in": 4, "num_warps_in": 2, "block_d_out": 8, "num_warps_out": 2},
-    "in 8 2 warps": {"num_warps_in": 2},
-    "out 16 8 warps": {"num_warps_out": 8},
-    "head block_v 8": {"block_v": 8},
+VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per block, warps, state loads
+    "default (in 32 x 8 warps, out 32 x 8)": {},
+    "in 32 x 16 warps": {"num_warps_in": 16},
+    "out 32 x 4 warps": {"num_warps_out": 4},
+    "in 16 x 8, out 32 x 16": {"block_d_in": 16, "num_warps_out": 16},
+    "in 16 x 8, out 16 x 8": {"block_d_in": 16, "block_d_out": 16},
+    "in 8 x 4, out 16 x 4": {"block_d_in": 8, "num_warps_in": 4, "block_d_out": 16, "num_warps_out": 4},
+    "out 64 x 16": {"num_warps_in": 16, "block_d_out": 64, "num_warps_out": 16},
+    "states loaded after the wait": {"early_state": False},
     "head block_v 32": {"block_v": 32},
 }
 
@@ -46,10 +47,8 @@ L2_VARIANTS = {  # KernelConfig overrides: bulk L2 prefetches of the weights of 
     "no L2 prefetch": {},
     "ahead 1": {"l2_ahead": 1},
     "ahead 2": {"l2_ahead": 2},
-    "ahead 3": {"l2_ahead": 3},
     "ahead 4": {"l2_ahead": 4},
     "ahead 2, no wrap": {"l2_ahead": 2, "l2_wrap": False},
-    "ahead 2, pieces >= 4 KiB": {"l2_ahead": 2, "l2_min_piece": 4096},
     "ahead 2, pieces >= 16 KiB": {"l2_ahead": 2, "l2_min_piece": 16384},
 }
 
@@ -69,6 +68,50 @@ def l2() -> None:
     for name, kc in (("layers alias layer 0 (L2 bound)", KernelConfig()), ("  ... and ahead 2", KernelConfig(l2_ahead=2))):
         sec, diff, _, _ = bench_one(model, "graph", 1, kernel_config=kc)
         print(f"{name:<32} {sec * 1e6:8.1f} µs  max|Δ| vs torch {diff:.1e}", flush=True)
+
+
+def floor() -> None:
+    """Graph replay µs per kernel of a chain of 48 kernels (two per layer of paper-130m): empty ones
+    (the PDL wait and trigger alone), and ones that, like a layer kernel, load d_model floats the
+    previous kernel wrote, reduce them and add d_model floats into the next buffer with atomics."""
+    from floor_kernels import empty, load_add
+
+    n = 48
+    bufs = [torch.zeros(768, device="cuda") for _ in range(2)]
+    for grid in (1, 48, 96, 192):
+        for pdl in (True, False):
+            def chain_empty(grid=grid, pdl=pdl):
+                for _ in range(n):
+                    empty[(grid,)](PDL=pdl, launch_pdl=pdl, num_warps=4)
+
+            def chain_load_add(grid=grid, pdl=pdl):
+                for i in range(n):
+                    load_add[(grid,)](bufs[i % 2], bufs[(i + 1) % 2], DM=768, CH=256, PDL=pdl, launch_pdl=pdl, num_warps=4)
+
+            e, la = (graph_replay_us(f) / n for f in (chain_empty, chain_load_add))
+            print(f"grid {grid:>4}, PDL {'on ' if pdl else 'off'}: empty {e:5.2f} µs/kernel, "
+                  f"load + reduce + atomics {la:5.2f} µs/kernel", flush=True)
+
+
+def graph_replay_us(launch, reps: int = 200) -> float:
+    """µs per replay of a CUDA graph of ``launch()`` (CUDA events around ``reps`` replays)."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        launch()  # compiles
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            launch()
+    for _ in range(10):
+        graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / reps
 
 
 def eager_step(model, kernel_config):
@@ -107,7 +150,7 @@ def step() -> None:
 
 
 if __name__ == "__main__":
-    modes = {"sweep": sweep, "l2": l2, "step": step}
+    modes = {"sweep": sweep, "l2": l2, "floor": floor, "step": step}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         print(f"usage: python benchmarks/decode_diagnostics.py {{{','.join(modes)}}}", file=sys.stderr)
         raise SystemExit(2)

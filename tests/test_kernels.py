@@ -8,9 +8,11 @@ small shapes. Tests that need triton skip cleanly without it; CUDA-graph tests s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,6 +172,24 @@ def test_fused_chunk_must_cover_d_model_in_four_powers_of_two(K):
     for chunk in (8, 24):  # 5 chunks; not a power of two
         with pytest.raises(ValueError, match="power of two that covers d_model 40"):
             K.TritonStep(model, K.KernelConfig(chunk=chunk))
+
+
+@pytest.mark.parametrize("kernel,block,warps", [("in", 32, 8), ("out", 32, 8), ("out", 16, 4)])
+def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, kernel, block, warps):
+    """The compiled sm_90 code after the PDL wait (benchmarks/kernel_sass.py): the weight tiles stay
+    in the registers they were loaded into. Where the compiler instead converted out_proj's tile
+    to the layout of y, it went through shared memory with ldmatrix in 16 rounds of two block
+    barriers (39 barriers in all), the longest part of the out-kernel's serial chain."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    code = f"import json, kernel_sass; print(json.dumps(kernel_sass.after_wait({kernel!r}, {block}, {warps})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=bench, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = json.loads(out.stdout.splitlines()[-1])
+    counts.setdefault("LDSM", 0)
+    assert counts["LDSM"] <= 2, counts  # (the small vectors' own conversions may use one)
+    assert 0 < counts["BAR"] <= 24, counts
+    assert counts.get("REDG", 0) >= 1 and counts["ACQBULK"] == 1, counts
 
 
 # ---------------------------------------------------------------------------- whole step

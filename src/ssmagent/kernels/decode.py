@@ -594,15 +594,15 @@ class KernelConfig:
     the fused one (887 vs 919-1029 µs/step), hence ``fuse_max_batch`` 4."""
 
     fuse_max_batch: int = 4  # batches up to this use the fused (GEMVs-in-kernel) mode
-    block_d_in: int = 8  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
-    block_d_out: int = 16  # fused _mamba_out_kernel: channels per block
+    block_d_in: int = 32  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
+    block_d_out: int = 32  # fused _mamba_out_kernel: channels per block
     fused_rows: int | None = 1  # fused: batch rows per block (None: all rows in each block)
     block_v: int = 16  # fused head: vocabulary rows per block
     split_block_d: int = 64  # split mode: channels per block
     split_rows: int = 4  # split mode: batch rows per block
     num_warps_fused: int = 4  # fused kernels (in, out, head), unless overridden below
-    num_warps_in: int | None = None
-    num_warps_out: int | None = None
+    num_warps_in: int | None = 8
+    num_warps_out: int | None = 8
     num_warps_split: int = 4
     pdl: bool | None = None  # programmatic dependent launch; None = where supported (CUDA, sm >= 90)
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them

@@ -1,0 +1,27 @@
+"""The kernels of ``decode_diagnostics.py floor`` (a module of their own: Triton compiles module-level
+functions, and the diagnostics import torch-only code otherwise)."""
+
+import triton
+import triton.language as tl
+
+from ssmagent.kernels.decode import _pdl_launch, _pdl_wait
+
+
+@triton.jit
+def empty(PDL: tl.constexpr):
+    _pdl_wait(PDL)
+    _pdl_launch(PDL)
+
+
+@triton.jit
+def load_add(SRC, DST, DM: tl.constexpr, CH: tl.constexpr, PDL: tl.constexpr):
+    """Like a layer kernel's critical path: load what the previous kernel wrote, reduce, add atomically."""
+    _pdl_wait(PDL)
+    _pdl_launch(PDL)
+    offs = tl.arange(0, CH)
+    acc = tl.zeros([CH], tl.float32)
+    for k in tl.static_range(0, DM, CH):
+        acc += tl.load(SRC + k + offs)
+    s = tl.sum(acc, axis=0)
+    for k in tl.static_range(0, DM, CH):
+        tl.atomic_add(DST + k + offs, acc * 1e-9 + s * 1e-12, sem="relaxed")
