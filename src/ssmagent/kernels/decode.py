@@ -41,9 +41,20 @@ as ``MambaLM.step`` does (float32 math on bf16 weights).
 Programmatic dependent launch (PDL, Hopper and newer): every kernel loads its own *weights*
 (which no kernel writes), waits for the previous kernel (``gdc_wait``), and only then lets the
 next kernel's blocks start (``gdc_launch_dependents``) — so the next kernel's weight loads overlap
-this kernel's work, one kernel ahead and no more. Every read of data another kernel writes, and
-every write, sits after the wait. The partial sums use relaxed atomics: nothing reads them before
-the kernel that makes them has finished.
+this kernel's work, one kernel ahead and no more. Every write, and every read of what the kernels
+of this step write, sits after the wait. A layer's decode states are read before it (``EARLY``,
+one batch row per block): they were last written by that layer's kernels one step earlier, and a
+kernel starts only after the previous one has passed its own wait, so every kernel before that has
+finished. The partial sums use relaxed atomics: nothing reads them before the kernel that makes
+them has finished.
+
+At batch 1 each layer kernel's time after the wait is a serial chain of loads, reductions and
+atomics (docs/performance.md, "What limits batch 1"), so the fused kernels are shaped to keep it
+short: d_model is cut into at most four chunks of ``chunk_for(d_model)`` columns (768 = 3 x 256:
+no padding, and a 256-column row's reduction stays within one warp), RMSNorm's scale multiplies
+the sums rather than the inputs, and where a small vector meets a weight tile it is passed through
+``_relayout`` so that the compiler converts the vector, not the tile (``benchmarks/kernel_sass.py``
+shows the compiled code after the wait).
 
 In-place updates (the conv window's shift, the SSM state, the residual) put a block barrier
 between their loads and stores: Triton may hand an element's load and the store that overwrites
@@ -230,28 +241,6 @@ if HAS_TRITON:
         return tl.where(v > 20.0, v, lp)
 
     @triton.jit
-    def _l2_prefetch(BASE, nbytes, part, n_parts, LANES: tl.constexpr, MIN_PIECE: tl.constexpr):
-        """Ask L2 for program ``part``'s share (1/n_parts) of the ``nbytes`` at BASE: one bulk
-        prefetch (sm_90's ``cp.async.bulk.prefetch.L2``) per lane, of at least MIN_PIECE bytes.
-        Nothing waits for the bytes: they arrive while the program goes on. nbytes and BASE must be
-        16-byte multiples (the host passes 0 bytes where they are not)."""
-        base = BASE.to(tl.pointer_type(tl.int8), bitcast=True)
-        share = tl.cdiv(nbytes, n_parts * 16) * 16
-        piece = tl.maximum(tl.cdiv(share, LANES * 16) * 16, MIN_PIECE)
-        offs = part.to(tl.int64) * share + tl.arange(0, LANES).to(tl.int64) * piece
-        end = tl.minimum((part.to(tl.int64) + 1) * share, nbytes)
-        size = tl.minimum(tl.maximum(end - offs, 0), piece).to(tl.int32)
-        tl.inline_asm_elementwise(
-            """{
-            .reg .pred p;
-            setp.gt.s32 p, $2, 0;
-            @p cp.async.bulk.prefetch.L2.global [$1], $2;
-            mov.u32 $0, 0;
-            }""",
-            "=r,l,r", [base + offs, size], dtype=tl.int32, is_pure=False, pack=1,
-        )
-
-    @triton.jit
     def _relayout(v):
         """v itself (a sum over an axis of length one). Its use: a fresh layout, so that where v
         meets a weight tile the compiler converts v (a few floats) and not the tile, which it
@@ -309,14 +298,9 @@ if HAS_TRITON:
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_MIN: tl.constexpr = 1024,
-        PF0=0, pf0_bytes=0, PF1=0, pf1_bytes=0,  # L2PF: weights of a later layer, to prefetch into L2
     ):
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
-        if L2PF:
-            _l2_prefetch(PF0, pf0_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
-            _l2_prefetch(PF1, pf1_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_k = tl.arange(0, K_PAD)
@@ -421,14 +405,9 @@ if HAS_TRITON:
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_MIN: tl.constexpr = 1024,
-        PF0=0, pf0_bytes=0, PF1=0, pf1_bytes=0,  # L2PF: weights of a later layer, to prefetch into L2
     ):
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
-        if L2PF:
-            _l2_prefetch(PF0, pf0_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
-            _l2_prefetch(PF1, pf1_bytes, pid_d, tl.num_programs(0), PF_LANES, PF_MIN)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_r = tl.arange(0, R_PAD)
@@ -608,9 +587,6 @@ class KernelConfig:
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them
     chunk: int | None = None  # fused: d_model in at most 4 chunks of this many (a power of two; None: chunk_for)
     early_state: bool = True  # fused, one row per block: load the layer's state before the PDL wait
-    l2_ahead: int = 0  # fused: each layer kernel prefetches the weights of the layer this many ahead into L2
-    l2_wrap: bool = True  # ... and the last layers those of the next step's first layers
-    l2_min_piece: int = 1024  # bytes per bulk prefetch, at least
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -696,8 +672,6 @@ class TritonStep:
         if self.chunk & (self.chunk - 1) or -(-self.DM // self.chunk) > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
         self.signature = self.param_signature(model)
-        # bulk L2 prefetches are sm_90 instructions (and the interpreter cannot run inline PTX)
-        self.l2_ok = self.launch.pdl and not interpreting()
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -706,20 +680,6 @@ class TritonStep:
     # ---------------------------------------------------------------- pieces
     def fused_for(self, batch: int) -> bool:
         return batch <= self.kc.fuse_max_batch
-
-    def l2_prefetch_args(self, i: int, tensors: tuple[int, int], fused: bool, num_warps: int) -> dict[str, Any]:
-        """The L2 prefetch arguments of layer i's kernel: ``tensors`` indexes two weights of
-        ``_layers`` (of the layer ``l2_ahead`` further on) that it asks L2 for."""
-        ahead, L = self.kc.l2_ahead, len(self.layers)
-        j = i + ahead
-        if not (fused and ahead > 0 and self.l2_ok) or (j >= L and not self.kc.l2_wrap):
-            return {}
-        out: dict[str, Any] = {"L2PF": True, "PF_MIN": self.kc.l2_min_piece, "PF_LANES": 32 * num_warps}
-        for k, t in enumerate(tensors):
-            w = self.layers[j % L][t]
-            ok = w.is_contiguous() and w.data_ptr() % 16 == 0
-            out[f"PF{k}"], out[f"pf{k}_bytes"] = w, (w.numel() * w.element_size()) // 16 * 16 if ok else 0
-        return out
 
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
@@ -747,7 +707,6 @@ class TritonStep:
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
             CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
-            **self.l2_prefetch_args(i, (1, 5), fused, warps),  # in_proj, x_proj
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -776,7 +735,6 @@ class TritonStep:
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
             CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
-            **self.l2_prefetch_args(i, (10, 6), fused, warps),  # out_proj, dt_proj
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
