@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # decode_diagnostics
 
 from ssmagent.bench.decode import main, sweep_kernel_configs  # noqa: E402
 
-BATCH1 = {  # KernelConfig overrides timed at batch 1 (fused mode)
+BATCH1 = {  # KernelConfig overrides timed at batch 1 (fused mode); decode_diagnostics.py sweep has more
     "default": {},
-    "out32": {"block_d_out": 32},
+    "in16-out16": {"block_d_in": 16, "block_d_out": 16},
 }
 BATCH8 = {  # fused (rows looped in each block, or one row per block) vs split (cuBLAS GEMMs)
     "fused": {},
