@@ -265,6 +265,13 @@ if HAS_TRITON:
         return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr):
+        """Chunk k of in_proj's x rows, of its z rows (DI further on) and of the norm's weight."""
+        w_x = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH)
+        w_z = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH)
+        return w_x, w_z, _vec_chunk(NORM_W, k, DM, CH)
+
+    @triton.jit
     def _in_chunk(XROW, w_x, w_z, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
         """One chunk of d_model for in_proj: (sum of x², products with the x rows, with the z rows),
         the RMSNorm's scale left out (it multiplies the sums)."""
@@ -316,21 +323,13 @@ if HAS_TRITON:
         if FUSED:
             # this block's rows of in_proj (its channels of x and of z), in NCH chunks of CH columns:
             # d_model 768 = 3 x 256 needs no padding, and a chunk's reduction stays within a warp
-            w_x0 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 0, DM, CH)
-            w_z0 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 0, DM, CH)
-            nw0 = _vec_chunk(NORM_W, 0, DM, CH)
+            w_x0, w_z0, nw0 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 0, DM, DI, CH)
             if NCH > 1:
-                w_x1 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 1, DM, CH)
-                w_z1 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 1, DM, CH)
-                nw1 = _vec_chunk(NORM_W, 1, DM, CH)
+                w_x1, w_z1, nw1 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 1, DM, DI, CH)
             if NCH > 2:
-                w_x2 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 2, DM, CH)
-                w_z2 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 2, DM, CH)
-                nw2 = _vec_chunk(NORM_W, 2, DM, CH)
+                w_x2, w_z2, nw2 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 2, DM, DI, CH)
             if NCH > 3:
-                w_x3 = _row_chunk(W_IN, offs_d, mask_d, stride_win, 3, DM, CH)
-                w_z3 = _row_chunk(W_IN, offs_d + DI, mask_d, stride_win, 3, DM, CH)
-                nw3 = _vec_chunk(NORM_W, 3, DM, CH)
+                w_x3, w_z3, nw3 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 3, DM, DI, CH)
             if HAS_B_IN:
                 bx = tl.load(B_IN + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 bz = tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32)
