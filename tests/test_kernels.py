@@ -326,6 +326,33 @@ def test_graph_greedy_decoding_equals_torch(K, batch):
 
 @needs_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [True, False])
+def test_graph_sees_states_rewritten_between_replays(K, pdl):
+    """The layer kernels read a layer's decode state before their PDL wait. A state rewritten in
+    place between replays (as continuous batching resets a finished episode's row, by torch ops on
+    the same stream) must still be what the next replay reads, every layer of it."""
+    from ssmagent.kernels.graph import GraphDecoder
+
+    model = make_model(vocab=50, n_layer=3)
+    dec = GraphDecoder(model, max_batch=4, config=K.KernelConfig(pdl=pdl))
+    state, ref_state = dec.allocate_state(3), model.allocate_state(3)
+    tok = ref_tok = torch.randint(0, 50, (3,), device=DEVICE)
+    for t in range(8):
+        if t % 3 == 2:  # rewrite rows 0 and 2 of every layer's states, in both
+            fresh = random_state(model, 3, seed=t)
+            for s in (state, ref_state):
+                s.conv_state[:, 0::2].copy_(fresh.conv_state[:, 0::2])
+                s.ssm_state[:, 0::2].copy_(fresh.ssm_state[:, 0::2])
+        with torch.inference_mode():
+            ref_tok = model.step(ref_tok, ref_state).argmax(-1)
+        tok = dec.greedy(tok, state)
+        assert torch.equal(tok, ref_tok), t
+        torch.testing.assert_close(state.ssm_state, ref_state.ssm_state, **FP32)
+        torch.testing.assert_close(state.conv_state, ref_state.conv_state, **FP32)
+
+
+@needs_cuda
+@pytest.mark.gpu
 def test_graph_step_with_a_foreign_state_and_lazy_capture(K):
     """A state not from allocate_state is copied in and out; capturing a new bucket in the middle
     of decoding leaves the live state untouched."""
