@@ -567,9 +567,11 @@ if HAS_TRITON:
 
 @dataclass
 class KernelConfig:
-    """Block sizes and switches of the decode kernels. The defaults are what ``benchmarks/gpu_decode.py
-    --tune`` chose on an H100 for paper-130m (docs/performance.md): at batch 8 the split mode beat
-    the fused one (887 vs 919-1029 µs/step), hence ``fuse_max_batch`` 4."""
+    """Block sizes and switches of the decode kernels, measured on an H100 for paper-130m
+    (docs/performance.md, "Tuning data"): the fused blocks by ``benchmarks/decode_diagnostics.py
+    sweep`` at batch 1 (32 channels x 8 warps in both kernels: 165.5 µs/step, 182.4 with 8 x 4 and
+    16 x 4), the split ones and ``fuse_max_batch`` by ``benchmarks/gpu_decode.py --tune`` (at batch
+    8 the split mode beat the fused one, 887 vs 919-1029 µs/step)."""
 
     fuse_max_batch: int = 4  # batches up to this use the fused (GEMVs-in-kernel) mode
     block_d_in: int = 32  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
