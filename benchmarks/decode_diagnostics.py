@@ -1,6 +1,7 @@
 """Diagnostics of the batch-1 decode step on a GPU (docs/performance.md, "What limits batch 1").
 
     python benchmarks/decode_diagnostics.py sweep   # graph replay µs/step of kernel-config variants
+    python benchmarks/decode_diagnostics.py modes   # fused vs split mode at batches 2-64 (fuse_max_batch)
     python benchmarks/decode_diagnostics.py l2      # the step with the layers' weights resident in L2
     python benchmarks/decode_diagnostics.py floor   # what a chain of 48 PDL kernels costs at the least
     python benchmarks/decode_diagnostics.py step    # three eager steps, for a profiler:
@@ -41,6 +42,21 @@ VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per blo
 def sweep() -> None:
     for name, us, diff in sweep_kernel_configs(VARIANTS, batch=1):
         print(f"{name:<32} {us:8.1f} µs  max|Δ| vs torch {diff:.1e}", flush=True)
+
+
+def modes() -> None:
+    """Graph replay µs/step of the fused mode (GEMVs in the layer kernels) against the split mode
+    (cuBLAS GEMMs between them) at batches 2-64, and of the fused mode's rows per block at 8."""
+    for batch in (2, 8, 16, 64):
+        if batch > 4:
+            variants = {"split": {"fuse_max_batch": 4}, "fused": {"fuse_max_batch": 256}}
+        else:
+            variants = {"fused": {}, "split": {"fuse_max_batch": 0}}
+        if batch == 8:
+            variants |= {"fused, 2 rows per block": {"fuse_max_batch": 8, "fused_rows": 2},
+                         "fused, all 8 rows in each block": {"fuse_max_batch": 8, "fused_rows": None}}
+        for name, us, diff in sweep_kernel_configs(variants, batch=batch):
+            print(f"batch {batch:>3} {name:<32} {us:9.1f} µs  max|Δ| vs torch {diff:.1e}", flush=True)
 
 
 def l2() -> None:
@@ -140,7 +156,7 @@ def step() -> None:
 
 
 if __name__ == "__main__":
-    modes = {"sweep": sweep, "l2": l2, "floor": floor, "step": step}
+    modes = {"sweep": sweep, "modes": modes, "l2": l2, "floor": floor, "step": step}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         print(f"usage: python benchmarks/decode_diagnostics.py {{{','.join(modes)}}}", file=sys.stderr)
         raise SystemExit(2)

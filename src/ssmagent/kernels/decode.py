@@ -570,10 +570,10 @@ class KernelConfig:
     """Block sizes and switches of the decode kernels, measured on an H100 for paper-130m
     (docs/performance.md, "Tuning data"): the fused blocks by ``benchmarks/decode_diagnostics.py
     sweep`` at batch 1 (32 channels x 8 warps in both kernels: 165.5 µs/step, 182.4 with 8 x 4 and
-    16 x 4), the split ones and ``fuse_max_batch`` by ``benchmarks/gpu_decode.py --tune`` (at batch
-    8 the split mode beat the fused one, 887 vs 919-1029 µs/step)."""
+    16 x 4), ``fuse_max_batch`` by its ``modes`` (fused 659 against split 767 µs/step at batch 8,
+    1,254 against 794 at 16), the split blocks by ``benchmarks/gpu_decode.py --tune``."""
 
-    fuse_max_batch: int = 4  # batches up to this use the fused (GEMVs-in-kernel) mode
+    fuse_max_batch: int = 8  # batches up to this use the fused (GEMVs-in-kernel) mode
     block_d_in: int = 32  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
     block_d_out: int = 32  # fused _mamba_out_kernel: channels per block
     fused_rows: int | None = 1  # fused: batch rows per block (None: all rows in each block)
