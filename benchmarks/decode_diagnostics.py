@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # floor_kernels
 
 import torch  # noqa: E402
 
-from ssmagent.bench.decode import make_model, sweep_kernel_configs  # noqa: E402
+from ssmagent.bench.decode import make_model, sweep_kernel_configs, time_graph  # noqa: E402
 
 VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per block, warps, state loads
     "default (in 32 x 8 warps, out 32 x 8)": {},
@@ -99,8 +99,8 @@ def floor() -> None:
                   f"load + reduce + atomics {la:5.2f} µs/kernel", flush=True)
 
 
-def graph_replay_us(launch, reps: int = 200) -> float:
-    """µs per replay of a CUDA graph of ``launch()`` (CUDA events around ``reps`` replays)."""
+def graph_replay_us(launch) -> float:
+    """µs per replay of a CUDA graph of ``launch()``, timed as ``bench decode`` times its graphs."""
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         launch()  # compiles
@@ -108,16 +108,7 @@ def graph_replay_us(launch, reps: int = 200) -> float:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=stream):
             launch()
-    for _ in range(10):
-        graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / reps
+    return time_graph(graph.replay, torch.device("cuda")) * 1e6
 
 
 def eager_step(model, kernel_config):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +16,22 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Imported inside the fixtures: the GPU machine runs the kernel tests without gymnasium.
+
+
+@pytest.fixture
+def fresh_python():
+    """``run(code, cwd=None, timeout=120)``: Python code in a new interpreter, for what needs a clean
+    import state or Triton compiling rather than interpreting (``TRITON_INTERPRET`` is dropped),
+    single-threaded. Returns its stdout; a non-zero exit fails the test with the end of its stderr."""
+
+    def run(code: str, cwd=None, timeout: float = 120) -> str:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env.pop("TRITON_INTERPRET", None)
+        out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -218,7 +218,7 @@ def test_bench_scan_runs_end_to_end_through_the_cli(tmp_path):
 # ---------------------------------------------------------------------------- import hygiene
 
 
-def test_the_new_benches_import_and_run_with_torch_alone():
+def test_the_new_benches_import_and_run_with_torch_alone(fresh_python):
     """The GPU machine has no gymnasium or docker: bench memory and scan import without them, and
     without transformers or triton the rows say so instead of failing."""
     code = (
@@ -230,9 +230,7 @@ def test_the_new_benches_import_and_run_with_torch_alone():
         "rows, meta = scan.bench_scan(shapes=[scan.ScanShape(1, 4, 16, 4)], device='cpu', min_time=0.001)\n"
         "assert [r.note for r in rows] == ['the reference', 'triton not installed', 'needs CUDA'], rows\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("TRITON_INTERPRET", None)
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    fresh_python(code)
 
 
 # ---------------------------------------------------------------------------- the docs' tables

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -71,7 +69,7 @@ def tol(dtype):
 # ---------------------------------------------------------------------------- import hygiene
 
 
-def test_kernels_and_bench_import_with_torch_alone():
+def test_kernels_and_bench_import_with_torch_alone(fresh_python):
     """The GPU machine has no gymnasium or docker; CI may lack triton: the model, kernels and bench
     packages must import without them (and without transformers)."""
     code = (
@@ -90,9 +88,7 @@ def test_kernels_and_bench_import_with_torch_alone():
         "else:\n"
         "    raise AssertionError('triton backend ran without triton')\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("TRITON_INTERPRET", None)
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    fresh_python(code)
 
 
 def test_unknown_backend_is_rejected():
@@ -175,17 +171,14 @@ def test_fused_chunk_must_cover_d_model_in_four_powers_of_two(K):
 
 
 @pytest.mark.parametrize("kernel,block,warps", [("in", 32, 8), ("out", 32, 8), ("out", 16, 4)])
-def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, kernel, block, warps):
+def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, fresh_python, kernel, block, warps):
     """The compiled sm_90 code after the PDL wait (benchmarks/kernel_sass.py): the weight tiles stay
     in the registers they were loaded into. Where the compiler instead converted out_proj's tile
     to the layout of y, it went through shared memory with ldmatrix in 16 rounds of two block
     barriers (39 barriers in all), the longest part of the out-kernel's serial chain."""
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
     code = f"import json, kernel_sass; print(json.dumps(kernel_sass.after_wait({kernel!r}, {block}, {warps})))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=bench, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = json.loads(out.stdout.splitlines()[-1])
+    counts = json.loads(fresh_python(code, cwd=bench, timeout=300).splitlines()[-1])
     counts.setdefault("LDSM", 0)
     assert counts["LDSM"] <= 2, counts  # (the small vectors' own conversions may use one)
     assert 0 < counts["BAR"] <= 24, counts

@@ -670,7 +670,8 @@ class TritonStep:
         self.eps = float(c.norm_eps)
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
         self.chunk = self.kc.chunk or chunk_for(self.DM)
-        if self.chunk & (self.chunk - 1) or -(-self.DM // self.chunk) > 4:
+        self.n_chunks = -(-self.DM // self.chunk)
+        if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
         self.signature = self.param_signature(model)
 
@@ -681,6 +682,11 @@ class TritonStep:
     # ---------------------------------------------------------------- pieces
     def fused_for(self, batch: int) -> bool:
         return batch <= self.kc.fuse_max_batch
+
+    def layer_meta(self, fused: bool, rows: int) -> dict[str, Any]:
+        """The compile-time switches both layer kernels share: d_model's chunks, and whether the
+        states are loaded before the PDL wait (fused, one batch row per block)."""
+        return {"CH": self.chunk, "NCH": self.n_chunks, "EARLY": fused and rows == 1 and self.kc.early_state}
 
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
@@ -707,7 +713,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
+            **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -735,7 +741,7 @@ class TritonStep:
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            CH=self.chunk, NCH=-(-self.DM // self.chunk), EARLY=fused and rows == 1 and kc.early_state, num_warps=warps,
+            **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
