@@ -87,13 +87,13 @@ def compile_sm90(fn, args: dict, num_warps: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
-def after_wait(kernel: str, block: int, num_warps: int) -> collections.Counter:
+def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = None) -> collections.Counter:
     """Opcode counts of the SASS after the PDL wait (``ACQBULK``) of one fused layer kernel."""
     fn, args = {
         "in": (decode._mamba_in_kernel, in_kernel_args),
         "out": (decode._mamba_out_kernel, out_kernel_args),
     }[kernel]
-    sass = compile_sm90(fn, args(block), num_warps).asm["sass"]
+    sass = compile_sm90(fn, args(block) | (extra or {}), num_warps).asm["sass"]
     counts: collections.Counter = collections.Counter()
     seen_wait = False
     for line in sass.splitlines():
@@ -121,8 +121,9 @@ def main(specs: list[str]) -> int:
     specs = specs or [f"in:{kc.block_d_in}:{kc.num_warps_in}", f"out:{kc.block_d_out}:{kc.num_warps_out}"]
     for spec in specs:
         try:
-            kernel, block, warps = spec.split(":")
-            counts = after_wait(kernel, int(block), int(warps))
+            kernel, block, warps, *switches = spec.split(":")
+            extra = {k: int(v) for k, v in (sw.split("=") for sw in switches)}
+            counts = after_wait(kernel, int(block), int(warps), extra)
         except (ValueError, KeyError):
             print(f"bad spec {spec!r}: use in|out:CHANNELS:WARPS, e.g. out:32:8", file=sys.stderr)
             return 2

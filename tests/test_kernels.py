@@ -140,6 +140,10 @@ FUSED_VARIANTS = {  # KernelConfig overrides: every code path of the fused kerne
     "chunked": {"chunk": 16, "block_d_in": 16},  # d_model in 3 chunks, the last one masked
     "rows-looped": {"fused_rows": None},  # every row in each block
     "late-state": {"early_state": False},
+    "split-z": {"split_z": True},  # in_proj's x and z rows in separate blocks
+    "split-z-late": {"split_z": True, "early_state": False},
+    "out-parts": {"chunk": 16, "out_parts": 3},  # out_proj's rows over 3 blocks per channel group
+    "out-parts-late": {"chunk": 16, "out_parts": 3, "early_state": False, "split_z": True},
 }
 
 

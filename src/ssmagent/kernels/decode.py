@@ -248,39 +248,78 @@ if HAS_TRITON:
         return tl.sum(tl.reshape(v, [v.shape[0], 1]), axis=1)
 
     @triton.jit
+    def _if_zero(mask, v):
+        """mask where the scalar v is 0, else nothing (compared as a tensor: Triton's interpreter
+        cannot combine a mask with a scalar comparison)."""
+        return mask & ((mask.to(tl.int32) * 0 + v) == 0)
+
+    @triton.jit
     def _row_chunk(W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
         """Columns [k CH, (k + 1) CH) of the given rows of a row-major (·, DM) matrix: (rows, CH)."""
         offs = k * CH + tl.arange(0, CH)
         return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0)
 
     @triton.jit
-    def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+    def _col_chunk(W, cols, mask_c, stride, k, DM: tl.constexpr, CH: tl.constexpr):
         """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols)."""
         offs = k * CH + tl.arange(0, CH)
         return tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
 
     @triton.jit
-    def _vec_chunk(V, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
+    def _vec_chunk(V, k, DM: tl.constexpr, CH: tl.constexpr):
         offs = k * CH + tl.arange(0, CH)
         return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr):
-        """Chunk k of in_proj's x rows, of its z rows (DI further on) and of the norm's weight."""
-        w_x = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH)
-        w_z = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH)
-        return w_x, w_z, _vec_chunk(NORM_W, k, DM, CH)
+    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr):
+        """Chunk k of the given in_proj rows, of the z rows DI further on where BOTH (else the first
+        tile again, unused), and of the norm's weight."""
+        w_a = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH)
+        if BOTH:
+            w_b = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH)
+        else:
+            w_b = w_a
+        return w_a, w_b, _vec_chunk(NORM_W, k, DM, CH)
 
     @triton.jit
-    def _in_chunk(XROW, w_x, w_z, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
-        """One chunk of d_model for in_proj: (sum of x², products with the x rows, with the z rows),
-        the RMSNorm's scale left out (it multiplies the sums)."""
-        x = _vec_chunk(XROW, k, DM, CH)
-        h = x * nw
-        return x * x, w_x.to(tl.float32) * h[None, :], w_z.to(tl.float32) * h[None, :]
+    def _in_chunk(XROW, w_a, w_b, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr):
+        """One chunk of d_model for in_proj: (sum of x², products with the first rows, with the z
+        rows where BOTH), the RMSNorm's scale left out (it multiplies the sums). x is loaded in
+        the tile's own shape (each row the same), so that no thread needs another's x: no shared
+        memory, and each row's sum of x² comes out where its products' sum does."""
+        offs = k * CH + tl.arange(0, CH)
+        same = tl.zeros([w_a.shape[0], 1], dtype=tl.int32)
+        x = tl.load(XROW + offs[None, :] + same, mask=(offs[None, :] < DM) & (same == 0), other=0.0).to(tl.float32)
+        h = x * nw[None, :]
+        pa = w_a.to(tl.float32) * h
+        if BOTH:
+            pb = w_b.to(tl.float32) * h
+        else:
+            pb = pa
+        return x * x, pa, pb
 
     @triton.jit
-    def _out_chunk(XROW, w_o, y, b_o, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
+    def _conv_tail(
+        b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
+        wxp, offs_p, DBC, stride_dbcb, P: tl.constexpr, K: tl.constexpr, FUSED: tl.constexpr,
+        SEM: tl.constexpr, BARRIER: tl.constexpr,
+    ):
+        """The conv window's shift (in place), SILU(conv) into XC and, fused, x_proj's share."""
+        # window = (state[1], ..., state[K-1], xi): the new state and the conv's input
+        window = tl.where(offs_k[:, None] == K - 1, xi[None, :], old.to(tl.float32))
+        if BARRIER:  # in place: the thread that stores row k may not be the one that loaded row
+            # k + 1, so every load of the block must land before any store (a race on the GPU otherwise)
+            tl.debug_barrier()
+        tl.store(cbase + offs_k[:, None] * s_ck, window.to(cbase.dtype.element_ty), mask=smask)
+        acc = tl.sum(cw * window, axis=0) + cb
+        xc = _silu(acc)
+        tl.store(XC + b * stride_xcb + offs_d, xc.to(XC.dtype.element_ty), mask=mask_d)
+        if FUSED:  # this block's share of x_proj(xc)
+            part = tl.sum(wxp * _relayout(xc)[None, :], axis=1)  # (P_PAD,)
+            tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
+
+    @triton.jit
+    def _out_chunk(XROW, w_o, y, b_o, k, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
         """Adds this block's share of out_proj(y), rows [k CH, (k + 1) CH), into the residual."""
         offs = k * CH + tl.arange(0, CH)
         out = tl.sum(w_o.to(tl.float32) * y[None, :], axis=1)  # (CH,)
@@ -305,87 +344,100 @@ if HAS_TRITON:
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
+        SPLIT_Z: tl.constexpr = False, LAUNCH_FIRST: tl.constexpr = False,
     ):
+        if LAUNCH_FIRST:
+            _pdl_launch(PDL)
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
+        # fused with SPLIT_Z: grid axis 2 is the half of in_proj's rows this block computes (0: x,
+        # with the conv and x_proj after it; 1: z), so each block holds half the weights
+        half = tl.program_id(2)
+        BOTH: tl.constexpr = not SPLIT_Z
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
+        mask_x = _if_zero(mask_d, half)  # the conv's channels (none in a z block)
         offs_k = tl.arange(0, K_PAD)
         # ---- weights (nothing writes them: loaded before waiting on the previous kernel)
         cw = tl.load(
             CONV_W + offs_d[None, :] * s_cwd + offs_k[:, None] * s_cwk,
-            mask=(offs_k[:, None] < K) & mask_d[None, :], other=0.0,
+            mask=(offs_k[:, None] < K) & mask_x[None, :], other=0.0,
         ).to(tl.float32)  # (K_PAD, BLOCK_D)
         if HAS_CONV_B:
-            cb = tl.load(CONV_B + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            cb = tl.load(CONV_B + offs_d, mask=mask_x, other=0.0).to(tl.float32)
         else:
             cb = tl.zeros([BLOCK_D], dtype=tl.float32)
+        offs_p = tl.arange(0, P_PAD)
+        wxp = cb[None, :]
         if FUSED:
-            # this block's rows of in_proj (its channels of x and of z), in NCH chunks of CH columns:
-            # d_model 768 = 3 x 256 needs no padding, and a chunk's reduction stays within a warp
-            w_x0, w_z0, nw0 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 0, DM, DI, CH)
+            # this block's rows of in_proj (its channels of x and of z, or of its half), in NCH
+            # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
+            # stays within a warp
+            rows_a = offs_d + half * DI
+            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH)
             if NCH > 1:
-                w_x1, w_z1, nw1 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 1, DM, DI, CH)
+                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH)
             if NCH > 2:
-                w_x2, w_z2, nw2 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 2, DM, DI, CH)
+                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH)
             if NCH > 3:
-                w_x3, w_z3, nw3 = _in_weights(W_IN, NORM_W, offs_d, mask_d, stride_win, 3, DM, DI, CH)
+                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH)
             if HAS_B_IN:
-                bx = tl.load(B_IN + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-                bz = tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            offs_p = tl.arange(0, P_PAD)
+                ba = tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32)
+                if BOTH:
+                    bz = tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             wxp = tl.load(
                 W_X + offs_p[:, None] * stride_wx + offs_d[None, :],
-                mask=(offs_p[:, None] < P) & mask_d[None, :], other=0.0,
+                mask=(offs_p[:, None] < P) & mask_x[None, :], other=0.0,
             ).to(tl.float32)  # (P_PAD, BLOCK_D)
-        smask = (offs_k[:, None] < K) & mask_d[None, :]
-        omask = (offs_k[:, None] + 1 < K) & mask_d[None, :]
+        smask = (offs_k[:, None] < K) & mask_x[None, :]
+        omask = (offs_k[:, None] + 1 < K) & mask_x[None, :]
         row0 = pid_r * rows_per_prog
+        old = tl.zeros([K_PAD, BLOCK_D], dtype=CONV.dtype.element_ty)
         if EARLY:  # one row per program: its conv window, which no kernel before this one in the
             # chain writes (this layer's in-kernel of the previous step did, and has finished)
-            old0 = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
+            old = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
+            tl.debug_barrier()  # the in-place shift's barrier (see _conv_tail), here before the wait
         _pdl_wait(PDL)
-        _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
+        if not LAUNCH_FIRST:
+            _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         # ---- activations and states
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
+            cbase = CONV + b * s_cb + offs_d[None, :] * s_cd
+            if not EARLY:
+                old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             if FUSED:  # RMSNorm's scale r multiplies the sums, so its reduction runs beside theirs
                 xrow = X + b * stride_xb
-                ss, px, pz = _in_chunk(xrow, w_x0, w_z0, nw0, 0, DM, CH)
+                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH)
                 if NCH > 1:
-                    s1, x1, z1 = _in_chunk(xrow, w_x1, w_z1, nw1, 1, DM, CH)
-                    ss, px, pz = ss + s1, px + x1, pz + z1
+                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH)
+                    ss, pa, pb = ss + s1, pa + a1, pb + b1
                 if NCH > 2:
-                    s2, x2, z2 = _in_chunk(xrow, w_x2, w_z2, nw2, 2, DM, CH)
-                    ss, px, pz = ss + s2, px + x2, pz + z2
+                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH)
+                    ss, pa, pb = ss + s2, pa + a2, pb + b2
                 if NCH > 3:
-                    s3, x3, z3 = _in_chunk(xrow, w_x3, w_z3, nw3, 3, DM, CH)
-                    ss, px, pz = ss + s3, px + x3, pz + z3
-                r = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / DM + eps)
-                xi = tl.sum(px, axis=1) * r  # (BLOCK_D,)
-                z = tl.sum(pz, axis=1) * r
+                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH)
+                    ss, pa, pb = ss + s3, pa + a3, pb + b3
+                r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_D,), every row the same
+                xi = tl.sum(pa, axis=1) * r  # (BLOCK_D,): x, or with SPLIT_Z this block's half
                 if HAS_B_IN:
-                    xi += bx
-                    z += bz
-                tl.store(Z + b * stride_zb + offs_d, z, mask=mask_d)
+                    xi += ba
+                if SPLIT_Z:
+                    if half == 0:
+                        _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
+                                   wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
+                    else:
+                        tl.store(Z + b * stride_zb + offs_d, xi, mask=mask_d)
+                else:
+                    z = tl.sum(pb, axis=1) * r
+                    if HAS_B_IN:
+                        z += bz
+                    tl.store(Z + b * stride_zb + offs_d, z, mask=mask_d)
+                    _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
+                               wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
             else:
                 xi = tl.load(XZ + b * stride_xzb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            # window = (state[1], ..., state[K-1], xi): the new state and the conv's input
-            cbase = CONV + b * s_cb + offs_d[None, :] * s_cd
-            if EARLY:
-                old = old0
-            else:
-                old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
-            window = tl.where(offs_k[:, None] == K - 1, xi[None, :], old.to(tl.float32))
-            # in place: the thread that stores row k may not be the one that loaded row k + 1,
-            # so every load of the block must land before any store (a race on the GPU otherwise)
-            tl.debug_barrier()
-            tl.store(cbase + offs_k[:, None] * s_ck, window.to(CONV.dtype.element_ty), mask=smask)
-            acc = tl.sum(cw * window, axis=0) + cb
-            xc = _silu(acc)
-            tl.store(XC + b * stride_xcb + offs_d, xc.to(XC.dtype.element_ty), mask=mask_d)
-            if FUSED:  # this block's share of x_proj(xc)
-                part = tl.sum(wxp * _relayout(xc)[None, :], axis=1)  # (P_PAD,)
-                tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
+                _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
+                           wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
 
     @triton.jit
     def _mamba_out_kernel(
@@ -404,9 +456,17 @@ if HAS_TRITON:
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
+        PARTS: tl.constexpr = 1, LAUNCH_FIRST: tl.constexpr = False,
     ):
+        if LAUNCH_FIRST:
+            _pdl_launch(PDL)
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
+        # fused: grid axis 2 cuts out_proj's rows into PARTS parts of NCH / PARTS chunks, one per
+        # block; every part's block runs the same state update, part 0's stores it
+        part = tl.program_id(2)
+        CPP: tl.constexpr = NCH // PARTS
+        k0 = part * CPP
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_r = tl.arange(0, R_PAD)
@@ -422,33 +482,35 @@ if HAS_TRITON:
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
         A2 = -tl.exp(a_log.to(tl.float32)) * 1.4426950408889634  # (N_PAD, BLOCK_D)   A log2(e)
         dsk = tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
-            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH)
-            if NCH > 1:
-                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 1, DM, CH)
-            if NCH > 2:
-                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 2, DM, CH)
-            if NCH > 3:
-                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 3, DM, CH)
+        if FUSED:  # this block's columns of out_proj, in CPP chunks of CH rows (and the bias's)
+            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0, DM, CH)
+            if CPP > 1:
+                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 1, DM, CH)
+            if CPP > 2:
+                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 2, DM, CH)
+            if CPP > 3:
+                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 3, DM, CH)
             first = (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
             b_o0 = 0.0
             b_o1 = 0.0
             b_o2 = 0.0
             b_o3 = 0.0
             if HAS_B_OUT:
-                b_o0 = _vec_chunk(B_OUT, 0, DM, CH) * first
-                if NCH > 1:
-                    b_o1 = _vec_chunk(B_OUT, 1, DM, CH) * first
-                if NCH > 2:
-                    b_o2 = _vec_chunk(B_OUT, 2, DM, CH) * first
-                if NCH > 3:
-                    b_o3 = _vec_chunk(B_OUT, 3, DM, CH) * first
+                b_o0 = _vec_chunk(B_OUT, k0, DM, CH) * first
+                if CPP > 1:
+                    b_o1 = _vec_chunk(B_OUT, k0 + 1, DM, CH) * first
+                if CPP > 2:
+                    b_o2 = _vec_chunk(B_OUT, k0 + 2, DM, CH) * first
+                if CPP > 3:
+                    b_o3 = _vec_chunk(B_OUT, k0 + 3, DM, CH) * first
         row0 = pid_r * rows_per_prog
         if EARLY:  # one row per program: its SSM state, last written by this layer's out-kernel of
             # the previous step (finished: see the in-kernel)
             h0 = tl.load(SSM + row0 * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd, mask=nmask, other=0.0)
+            tl.debug_barrier()  # the in-place update's barrier (below), here before the wait
         _pdl_wait(PDL)
-        _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
+        if not LAUNCH_FIRST:
+            _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
             # every load of the in-kernel's outputs first, so that their latencies overlap
             x = tl.load(XC + b * stride_xcb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -464,20 +526,21 @@ if HAS_TRITON:
             else:
                 h = tl.load(sp, mask=nmask, other=0.0)
             h = h * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt * x)[None, :]
-            tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
-            tl.store(sp, h, mask=nmask)
+            if not EARLY:
+                tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
+            tl.store(sp, h, mask=_if_zero(nmask, part))
             y = tl.sum(Cv[:, None] * h, axis=0) + dsk * x
             y = y * _silu(z)
             if FUSED:  # this block's share of out_proj(y), added into the residual
                 y = _relayout(y)
                 xrow = X + b * stride_xb
-                _out_chunk(xrow, w_o0, y, b_o0, 0, DM, CH, HAS_B_OUT, SEM)
-                if NCH > 1:
-                    _out_chunk(xrow, w_o1, y, b_o1, 1, DM, CH, HAS_B_OUT, SEM)
-                if NCH > 2:
-                    _out_chunk(xrow, w_o2, y, b_o2, 2, DM, CH, HAS_B_OUT, SEM)
-                if NCH > 3:
-                    _out_chunk(xrow, w_o3, y, b_o3, 3, DM, CH, HAS_B_OUT, SEM)
+                _out_chunk(xrow, w_o0, y, b_o0, k0, DM, CH, HAS_B_OUT, SEM)
+                if CPP > 1:
+                    _out_chunk(xrow, w_o1, y, b_o1, k0 + 1, DM, CH, HAS_B_OUT, SEM)
+                if CPP > 2:
+                    _out_chunk(xrow, w_o2, y, b_o2, k0 + 2, DM, CH, HAS_B_OUT, SEM)
+                if CPP > 3:
+                    _out_chunk(xrow, w_o3, y, b_o3, k0 + 3, DM, CH, HAS_B_OUT, SEM)
             else:
                 tl.store(Y + b * stride_yb + offs_d, y.to(Y.dtype.element_ty), mask=mask_d)
 
@@ -588,6 +651,9 @@ class KernelConfig:
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them
     chunk: int | None = None  # fused: d_model in at most 4 chunks of this many (a power of two; None: chunk_for)
     early_state: bool = True  # fused, one row per block: load the layer's state before the PDL wait
+    split_z: bool = False  # fused: in_proj's x and z rows in separate blocks of the in-kernel
+    out_parts: int = 1  # fused: out-kernel blocks per channel group, each adding d_model / out_parts rows
+    launch_first: str = ""  # fused: "in" or "out": that layer kernel lets the next one start before its own wait
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -673,6 +739,8 @@ class TritonStep:
         self.n_chunks = -(-self.DM // self.chunk)
         if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
+        if self.kc.out_parts < 1 or self.n_chunks % self.kc.out_parts:
+            raise ValueError(f"out_parts {self.kc.out_parts} must divide d_model's {self.n_chunks} chunks of {self.chunk}")
         self.signature = self.param_signature(model)
 
     @staticmethod
@@ -696,7 +764,8 @@ class TritonStep:
         block = kc.block_d_in if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
-        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
+        split_z = fused and kc.split_z
+        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), 2 if split_z else 1)
         self.launch(
             _mamba_in_kernel, grid,
             x if fused else d, x.stride(0) if fused else 0,
@@ -713,7 +782,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, LAUNCH_FIRST=fused and kc.launch_first in ("in", "both"), **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -724,7 +793,8 @@ class TritonStep:
         block = kc.block_d_out if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split
-        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
+        parts = kc.out_parts if fused else 1
+        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), parts)
         self.launch(
             _mamba_out_kernel, grid,
             xc, xc.stride(0),
@@ -741,7 +811,7 @@ class TritonStep:
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            **self.layer_meta(fused, rows), num_warps=warps,
+            PARTS=parts, LAUNCH_FIRST=fused and kc.launch_first in ("out", "both"), **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
