@@ -247,6 +247,24 @@ if HAS_TRITON:
         otherwise does through shared memory, 16 block barriers for out_proj's tile."""
         return tl.sum(tl.reshape(v, [v.shape[0], 1]), axis=1)
 
+    if interpreting():  # the interpreter runs no inline assembly (and moves nothing)
+
+        @triton.jit
+        def _pin(v, PIN: tl.constexpr):
+            return v
+
+    else:
+
+        @triton.jit
+        def _pin(v, PIN: tl.constexpr):
+            """float32 v itself, computed here where PIN: an opaque (side-effecting) copy, which the
+            compiler may not move past the PDL wait, as it otherwise moves a weight's conversion to
+            float32 (and products with other weights) to where the weight is used, after the wait."""
+            if PIN:
+                return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=False, pack=1)
+            else:
+                return v
+
     @triton.jit
     def _if_zero(mask, v):
         """mask where the scalar v is 0, else nothing (compared as a tensor: Triton's interpreter
@@ -260,10 +278,13 @@ if HAS_TRITON:
         return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0)
 
     @triton.jit
-    def _col_chunk(W, cols, mask_c, stride, k, DM: tl.constexpr, CH: tl.constexpr):
+    def _col_chunk(W, cols, mask_c, stride, k, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr):
         """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols)."""
         offs = k * CH + tl.arange(0, CH)
-        return tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
+        w = tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
+        if PIN:
+            w = _pin(w.to(tl.float32), PIN)
+        return w
 
     @triton.jit
     def _vec_chunk(V, k, DM: tl.constexpr, CH: tl.constexpr):
@@ -271,18 +292,24 @@ if HAS_TRITON:
         return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr):
+    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
         """Chunk k of the given in_proj rows, of the z rows DI further on where BOTH (else the first
-        tile again, unused), and of the norm's weight."""
+        tile again, unused), and of the norm's weight; where PIN, the tiles are float32 and already
+        multiplied by the norm's weight."""
+        nw = _vec_chunk(NORM_W, k, DM, CH)
         w_a = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH)
+        if PIN:
+            w_a = _pin(w_a.to(tl.float32) * nw[None, :], PIN)
         if BOTH:
             w_b = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH)
+            if PIN:
+                w_b = _pin(w_b.to(tl.float32) * nw[None, :], PIN)
         else:
             w_b = w_a
-        return w_a, w_b, _vec_chunk(NORM_W, k, DM, CH)
+        return w_a, w_b, nw
 
     @triton.jit
-    def _in_chunk(XROW, w_a, w_b, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr):
+    def _in_chunk(XROW, w_a, w_b, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
         """One chunk of d_model for in_proj: (sum of x², products with the first rows, with the z
         rows where BOTH), the RMSNorm's scale left out (it multiplies the sums). x is loaded in
         the tile's own shape (each row the same), so that no thread needs another's x: no shared
@@ -290,7 +317,10 @@ if HAS_TRITON:
         offs = k * CH + tl.arange(0, CH)
         same = tl.zeros([w_a.shape[0], 1], dtype=tl.int32)
         x = tl.load(XROW + offs[None, :] + same, mask=(offs[None, :] < DM) & (same == 0), other=0.0).to(tl.float32)
-        h = x * nw[None, :]
+        if PIN:  # the tiles hold the norm's weight already
+            h = x
+        else:
+            h = x * nw[None, :]
         pa = w_a.to(tl.float32) * h
         if BOTH:
             pb = w_b.to(tl.float32) * h
@@ -344,7 +374,7 @@ if HAS_TRITON:
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        SPLIT_Z: tl.constexpr = False, LAUNCH_FIRST: tl.constexpr = False,
+        SPLIT_Z: tl.constexpr = False, LAUNCH_FIRST: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
         if LAUNCH_FIRST:
             _pdl_launch(PDL)
@@ -359,12 +389,12 @@ if HAS_TRITON:
         mask_x = _if_zero(mask_d, half)  # the conv's channels (none in a z block)
         offs_k = tl.arange(0, K_PAD)
         # ---- weights (nothing writes them: loaded before waiting on the previous kernel)
-        cw = tl.load(
+        cw = _pin(tl.load(
             CONV_W + offs_d[None, :] * s_cwd + offs_k[:, None] * s_cwk,
             mask=(offs_k[:, None] < K) & mask_x[None, :], other=0.0,
-        ).to(tl.float32)  # (K_PAD, BLOCK_D)
+        ).to(tl.float32), PIN)  # (K_PAD, BLOCK_D)
         if HAS_CONV_B:
-            cb = tl.load(CONV_B + offs_d, mask=mask_x, other=0.0).to(tl.float32)
+            cb = _pin(tl.load(CONV_B + offs_d, mask=mask_x, other=0.0).to(tl.float32), PIN)
         else:
             cb = tl.zeros([BLOCK_D], dtype=tl.float32)
         offs_p = tl.arange(0, P_PAD)
@@ -374,21 +404,21 @@ if HAS_TRITON:
             # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
             # stays within a warp
             rows_a = offs_d + half * DI
-            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH)
+            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH, PIN)
             if NCH > 1:
-                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH)
+                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH, PIN)
             if NCH > 2:
-                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH)
+                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH, PIN)
             if NCH > 3:
-                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH)
+                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH, PIN)
             if HAS_B_IN:
-                ba = tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32)
+                ba = _pin(tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32), PIN)
                 if BOTH:
-                    bz = tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            wxp = tl.load(
+                    bz = _pin(tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
+            wxp = _pin(tl.load(
                 W_X + offs_p[:, None] * stride_wx + offs_d[None, :],
                 mask=(offs_p[:, None] < P) & mask_x[None, :], other=0.0,
-            ).to(tl.float32)  # (P_PAD, BLOCK_D)
+            ).to(tl.float32), PIN)  # (P_PAD, BLOCK_D)
         smask = (offs_k[:, None] < K) & mask_x[None, :]
         omask = (offs_k[:, None] + 1 < K) & mask_x[None, :]
         row0 = pid_r * rows_per_prog
@@ -407,15 +437,15 @@ if HAS_TRITON:
                 old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             if FUSED:  # RMSNorm's scale r multiplies the sums, so its reduction runs beside theirs
                 xrow = X + b * stride_xb
-                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH)
+                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH, PIN)
                 if NCH > 1:
-                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH)
+                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s1, pa + a1, pb + b1
                 if NCH > 2:
-                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH)
+                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s2, pa + a2, pb + b2
                 if NCH > 3:
-                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH)
+                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s3, pa + a3, pb + b3
                 r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_D,), every row the same
                 xi = tl.sum(pa, axis=1) * r  # (BLOCK_D,): x, or with SPLIT_Z this block's half
@@ -456,7 +486,7 @@ if HAS_TRITON:
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        PARTS: tl.constexpr = 1, LAUNCH_FIRST: tl.constexpr = False,
+        PARTS: tl.constexpr = 1, LAUNCH_FIRST: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
         if LAUNCH_FIRST:
             _pdl_launch(PDL)
@@ -473,23 +503,23 @@ if HAS_TRITON:
         offs_n = tl.arange(0, N_PAD)
         mask_n = offs_n < N
         # ---- weights
-        wdt = tl.load(
+        wdt = _pin(tl.load(
             W_DT + offs_d[:, None] * s_wdt_d + offs_r[None, :] * s_wdt_r,
             mask=mask_d[:, None] & (offs_r[None, :] < R), other=0.0,
-        ).to(tl.float32)  # (BLOCK_D, R_PAD)
-        bdt = tl.load(B_DT + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        ).to(tl.float32), PIN)  # (BLOCK_D, R_PAD)
+        bdt = _pin(tl.load(B_DT + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
         nmask = mask_n[:, None] & mask_d[None, :]
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
-        A2 = -tl.exp(a_log.to(tl.float32)) * 1.4426950408889634  # (N_PAD, BLOCK_D)   A log2(e)
-        dsk = tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        A2 = _pin(-tl.exp(a_log.to(tl.float32)) * 1.4426950408889634, PIN)  # (N_PAD, BLOCK_D)   A log2(e)
+        dsk = _pin(tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
         if FUSED:  # this block's columns of out_proj, in CPP chunks of CH rows (and the bias's)
-            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0, DM, CH)
+            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0, DM, CH, PIN)
             if CPP > 1:
-                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 1, DM, CH)
+                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 1, DM, CH, PIN)
             if CPP > 2:
-                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 2, DM, CH)
+                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 2, DM, CH, PIN)
             if CPP > 3:
-                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 3, DM, CH)
+                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 3, DM, CH, PIN)
             first = (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
             b_o0 = 0.0
             b_o1 = 0.0
@@ -653,6 +683,7 @@ class KernelConfig:
     early_state: bool = True  # fused, one row per block: load the layer's state before the PDL wait
     split_z: bool = False  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     out_parts: int = 1  # fused: out-kernel blocks per channel group, each adding d_model / out_parts rows
+    pin: bool = False  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_first: str = ""  # fused: "in" or "out": that layer kernel lets the next one start before its own wait
 
 
@@ -782,7 +813,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, LAUNCH_FIRST=fused and kc.launch_first in ("in", "both"), **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, LAUNCH_FIRST=fused and kc.launch_first in ("in", "both"), PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -811,7 +842,7 @@ class TritonStep:
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            PARTS=parts, LAUNCH_FIRST=fused and kc.launch_first in ("out", "both"), **self.layer_meta(fused, rows), num_warps=warps,
+            PARTS=parts, LAUNCH_FIRST=fused and kc.launch_first in ("out", "both"), PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
