@@ -26,14 +26,15 @@ import torch  # noqa: E402
 
 from ssmagent.bench.decode import make_model, sweep_kernel_configs, time_graph  # noqa: E402
 
-VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): channels per block, warps, state loads
-    "default (in 32 x 8 warps, out 32 x 8)": {},
-    "in 32 x 16 warps": {"num_warps_in": 16},
+VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): block sizes, warps and switches
+    "default (in 32 x 4 warps, out 32 x 8)": {},
+    "in 32 x 8 warps": {"num_warps_in": 8},
+    "in 16 x 4": {"block_d_in": 16},
     "out 32 x 4 warps": {"num_warps_out": 4},
-    "in 16 x 8, out 32 x 16": {"block_d_in": 16, "num_warps_out": 16},
-    "in 16 x 8, out 16 x 8": {"block_d_in": 16, "block_d_out": 16},
-    "in 8 x 4, out 16 x 4": {"block_d_in": 8, "num_warps_in": 4, "block_d_out": 16, "num_warps_out": 4},
-    "out 64 x 16": {"num_warps_in": 16, "block_d_out": 64, "num_warps_out": 16},
+    "out 16 x 8": {"block_d_out": 16},
+    "x and z rows in one block (in 32 x 8)": {"split_z": False, "num_warps_in": 8},
+    "weights converted after the wait": {"pin": False},
+    "kernels let the next start after their wait": {"launch_early": False},
     "states loaded after the wait": {"early_state": False},
     "head block_v 32": {"block_v": 32},
 }

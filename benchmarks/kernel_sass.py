@@ -1,7 +1,8 @@
 """What each thread of a fused decode kernel executes after its PDL wait, read from the compiled code.
 
-    python benchmarks/kernel_sass.py                     # the default block sizes
+    python benchmarks/kernel_sass.py                     # the default block sizes and switches
     python benchmarks/kernel_sass.py in:8:4 out:16:4     # kernel:channels per block:warps
+    python benchmarks/kernel_sass.py in:32:8:PIN=0       # ... and compile-time switches overridden
 
 At batch 1 a layer kernel's time after the wait is a serial chain (docs/performance.md), so the
 instructions there, and the block barriers and shuffles among them, are what to shorten. This
@@ -9,7 +10,8 @@ compiles ``_mamba_in_kernel`` / ``_mamba_out_kernel`` for sm_90 with paper-130m'
 weights, float32 activations, batch 1, one row per block, PDL on) through Triton's own ptxas and
 nvdisasm, so it needs no GPU. The counts are static: at batch 1 each instruction runs once.
 Integer arguments are specialised as Triton's launcher does (1 as a constant, multiples of 16
-as such), so the code is the one the GPU runs.
+as such), so the code is the one the GPU runs. With ``SPLIT_Z`` the in-kernel's x and z blocks
+take different branches, and both are counted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssmagent.kernels import decode  # noqa: E402
 
 DM, DI, N, R, K, P, LAYERS = 768, 1536, 16, 48, 4, 80, 24  # paper-130m
+KC = decode.KernelConfig()  # the default switches (split_z, pin, launch_early)
 CH = decode.chunk_for(DM)
 NCH = -(-DM // CH)
 
@@ -50,7 +53,7 @@ def in_kernel_args(block: int) -> dict:
         XC=f32, stride_xcb=DI, Z=f32, stride_zb=DI, W_X=bf16, stride_wx=DI, DBC=f32, stride_dbcb=LAYERS * P,
         n_rows=1, rows_per_prog=1, eps=1e-5,
         DM=DM, DI=DI, K=K, K_PAD=K, P=P, P_PAD=128, BLOCK_D=block, FUSED=True, HAS_B_IN=False,
-        HAS_CONV_B=True, PDL=True, CH=CH, NCH=NCH, EARLY=True,
+        HAS_CONV_B=True, PDL=True, CH=CH, NCH=NCH, EARLY=True, SPLIT_Z=KC.split_z, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
     )
 
 
@@ -62,7 +65,7 @@ def out_kernel_args(block: int) -> dict:
         SSM=f32, s_sb=N * DI * LAYERS, s_sn=DI, s_sd=1, Y=f32, stride_yb=0, W_OUT=bf16, stride_wo=DI,
         B_OUT=f32, X=f32, stride_xb=DM, n_rows=1, rows_per_prog=1,
         DI=DI, N=N, N_PAD=N, R=R, R_PAD=64, DM=DM, BLOCK_D=block, FUSED=True, HAS_B_OUT=False, PDL=True,
-        CH=CH, NCH=NCH, EARLY=True,
+        CH=CH, NCH=NCH, EARLY=True, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
     )
 
 
@@ -117,15 +120,14 @@ def summary(counts: collections.Counter) -> str:
 
 
 def main(specs: list[str]) -> int:
-    kc = decode.KernelConfig()
-    specs = specs or [f"in:{kc.block_d_in}:{kc.num_warps_in}", f"out:{kc.block_d_out}:{kc.num_warps_out}"]
+    specs = specs or [f"in:{KC.block_d_in}:{KC.num_warps_in}", f"out:{KC.block_d_out}:{KC.num_warps_out}"]
     for spec in specs:
         try:
             kernel, block, warps, *switches = spec.split(":")
             extra = {k: int(v) for k, v in (sw.split("=") for sw in switches)}
             counts = after_wait(kernel, int(block), int(warps), extra)
         except (ValueError, KeyError):
-            print(f"bad spec {spec!r}: use in|out:CHANNELS:WARPS, e.g. out:32:8", file=sys.stderr)
+            print(f"bad spec {spec!r}: use in|out:CHANNELS:WARPS[:SWITCH=0|1...], e.g. out:32:8 or in:32:4:PIN=0", file=sys.stderr)
             return 2
         print(f"{kernel}-kernel, {block} channels x {warps} warps, after the PDL wait: {summary(counts)}")
     return 0

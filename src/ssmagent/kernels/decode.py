@@ -39,20 +39,27 @@ a bf16 model); in fused mode everything between the weights is float32, so a bf1
 as ``MambaLM.step`` does (float32 math on bf16 weights).
 
 Programmatic dependent launch (PDL, Hopper and newer): every kernel loads its own *weights*
-(which no kernel writes), waits for the previous kernel (``gdc_wait``), and only then lets the
-next kernel's blocks start (``gdc_launch_dependents``) — so the next kernel's weight loads overlap
-this kernel's work, one kernel ahead and no more. Every write, and every read of what the kernels
-of this step write, sits after the wait. A layer's decode states are read before it (``EARLY``,
-one batch row per block): they were last written by that layer's kernels one step earlier, and a
-kernel starts only after the previous one has passed its own wait, so every kernel before that has
-finished. The partial sums use relaxed atomics: nothing reads them before the kernel that makes
-them has finished.
+(which no kernel writes) and waits for the previous kernel (``gdc_wait``); it lets the next
+kernel's blocks start (``gdc_launch_dependents``) after that wait, or, for the fused layer kernels
+(``launch_early``), at once — so their weight loads overlap the kernels before them, as far ahead as
+the SMs have room for blocks. Every write, and every read of what the kernels of this step write,
+sits after the wait. A layer's decode states are read before it (``EARLY``, one batch row per
+block): they were last written by that layer's kernels one step earlier, and those have finished,
+because a kernel finishes only after its wait returns, which is after the previous kernel finished,
+and the head kernel lets the next kernel start only after its own wait — so no kernel of a step
+starts before every kernel of the step before it has finished. The partial sums use relaxed
+atomics: nothing reads them before the kernel that makes them has finished.
 
 At batch 1 each layer kernel's time after the wait is a serial chain of loads, reductions and
 atomics (docs/performance.md, "What limits batch 1"), so the fused kernels are shaped to keep it
-short: d_model is cut into at most four chunks of ``chunk_for(d_model)`` columns (768 = 3 x 256:
-no padding, and a 256-column row's reduction stays within one warp), RMSNorm's scale multiplies
-the sums rather than the inputs, and where a small vector meets a weight tile it is passed through
+short: in_proj's x rows and z rows go to separate blocks (``split_z``: half the products per
+block, and the z blocks skip the conv); d_model is cut into at most four chunks of
+``chunk_for(d_model)`` columns (768 = 3 x 256: no padding, and a 256-column row's reduction stays
+within one warp); RMSNorm's scale multiplies the sums rather than the inputs, and x is loaded in
+the weight tile's own shape, so each row's sum of squares lands where its products' sum does; the
+weights are converted to float32 before the wait, in_proj's already multiplied by the norm's
+weight (``pin``: ``_pin`` keeps the compiler from moving that work to after the wait, where the
+weights are used); and where a small vector meets a weight tile it is passed through
 ``_relayout`` so that the compiler converts the vector, not the tile (``benchmarks/kernel_sass.py``
 shows the compiled code after the wait).
 
@@ -278,7 +285,7 @@ if HAS_TRITON:
         return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0)
 
     @triton.jit
-    def _col_chunk(W, cols, mask_c, stride, k, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr):
+    def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr):
         """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols)."""
         offs = k * CH + tl.arange(0, CH)
         w = tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
@@ -287,7 +294,7 @@ if HAS_TRITON:
         return w
 
     @triton.jit
-    def _vec_chunk(V, k, DM: tl.constexpr, CH: tl.constexpr):
+    def _vec_chunk(V, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
         offs = k * CH + tl.arange(0, CH)
         return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
 
@@ -349,7 +356,7 @@ if HAS_TRITON:
             tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
 
     @triton.jit
-    def _out_chunk(XROW, w_o, y, b_o, k, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
+    def _out_chunk(XROW, w_o, y, b_o, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
         """Adds this block's share of out_proj(y), rows [k CH, (k + 1) CH), into the residual."""
         offs = k * CH + tl.arange(0, CH)
         out = tl.sum(w_o.to(tl.float32) * y[None, :], axis=1)  # (CH,)
@@ -374,9 +381,9 @@ if HAS_TRITON:
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        SPLIT_Z: tl.constexpr = False, LAUNCH_FIRST: tl.constexpr = False, PIN: tl.constexpr = False,
+        SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
-        if LAUNCH_FIRST:
+        if LAUNCH_EARLY:
             _pdl_launch(PDL)
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
@@ -428,7 +435,7 @@ if HAS_TRITON:
             old = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             tl.debug_barrier()  # the in-place shift's barrier (see _conv_tail), here before the wait
         _pdl_wait(PDL)
-        if not LAUNCH_FIRST:
+        if not LAUNCH_EARLY:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         # ---- activations and states
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
@@ -486,17 +493,12 @@ if HAS_TRITON:
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        PARTS: tl.constexpr = 1, LAUNCH_FIRST: tl.constexpr = False, PIN: tl.constexpr = False,
+        LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
-        if LAUNCH_FIRST:
+        if LAUNCH_EARLY:
             _pdl_launch(PDL)
         pid_d = tl.program_id(0)
         pid_r = tl.program_id(1)
-        # fused: grid axis 2 cuts out_proj's rows into PARTS parts of NCH / PARTS chunks, one per
-        # block; every part's block runs the same state update, part 0's stores it
-        part = tl.program_id(2)
-        CPP: tl.constexpr = NCH // PARTS
-        k0 = part * CPP
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
         offs_r = tl.arange(0, R_PAD)
@@ -512,34 +514,34 @@ if HAS_TRITON:
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
         A2 = _pin(-tl.exp(a_log.to(tl.float32)) * 1.4426950408889634, PIN)  # (N_PAD, BLOCK_D)   A log2(e)
         dsk = _pin(tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
-        if FUSED:  # this block's columns of out_proj, in CPP chunks of CH rows (and the bias's)
-            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0, DM, CH, PIN)
-            if CPP > 1:
-                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 1, DM, CH, PIN)
-            if CPP > 2:
-                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 2, DM, CH, PIN)
-            if CPP > 3:
-                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, k0 + 3, DM, CH, PIN)
+        if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
+            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH, PIN)
+            if NCH > 1:
+                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 1, DM, CH, PIN)
+            if NCH > 2:
+                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 2, DM, CH, PIN)
+            if NCH > 3:
+                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 3, DM, CH, PIN)
             first = (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
             b_o0 = 0.0
             b_o1 = 0.0
             b_o2 = 0.0
             b_o3 = 0.0
             if HAS_B_OUT:
-                b_o0 = _vec_chunk(B_OUT, k0, DM, CH) * first
-                if CPP > 1:
-                    b_o1 = _vec_chunk(B_OUT, k0 + 1, DM, CH) * first
-                if CPP > 2:
-                    b_o2 = _vec_chunk(B_OUT, k0 + 2, DM, CH) * first
-                if CPP > 3:
-                    b_o3 = _vec_chunk(B_OUT, k0 + 3, DM, CH) * first
+                b_o0 = _vec_chunk(B_OUT, 0, DM, CH) * first
+                if NCH > 1:
+                    b_o1 = _vec_chunk(B_OUT, 1, DM, CH) * first
+                if NCH > 2:
+                    b_o2 = _vec_chunk(B_OUT, 2, DM, CH) * first
+                if NCH > 3:
+                    b_o3 = _vec_chunk(B_OUT, 3, DM, CH) * first
         row0 = pid_r * rows_per_prog
         if EARLY:  # one row per program: its SSM state, last written by this layer's out-kernel of
             # the previous step (finished: see the in-kernel)
             h0 = tl.load(SSM + row0 * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd, mask=nmask, other=0.0)
             tl.debug_barrier()  # the in-place update's barrier (below), here before the wait
         _pdl_wait(PDL)
-        if not LAUNCH_FIRST:
+        if not LAUNCH_EARLY:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
             # every load of the in-kernel's outputs first, so that their latencies overlap
@@ -558,19 +560,19 @@ if HAS_TRITON:
             h = h * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt * x)[None, :]
             if not EARLY:
                 tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
-            tl.store(sp, h, mask=_if_zero(nmask, part))
+            tl.store(sp, h, mask=nmask)
             y = tl.sum(Cv[:, None] * h, axis=0) + dsk * x
             y = y * _silu(z)
             if FUSED:  # this block's share of out_proj(y), added into the residual
                 y = _relayout(y)
                 xrow = X + b * stride_xb
-                _out_chunk(xrow, w_o0, y, b_o0, k0, DM, CH, HAS_B_OUT, SEM)
-                if CPP > 1:
-                    _out_chunk(xrow, w_o1, y, b_o1, k0 + 1, DM, CH, HAS_B_OUT, SEM)
-                if CPP > 2:
-                    _out_chunk(xrow, w_o2, y, b_o2, k0 + 2, DM, CH, HAS_B_OUT, SEM)
-                if CPP > 3:
-                    _out_chunk(xrow, w_o3, y, b_o3, k0 + 3, DM, CH, HAS_B_OUT, SEM)
+                _out_chunk(xrow, w_o0, y, b_o0, 0, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 1:
+                    _out_chunk(xrow, w_o1, y, b_o1, 1, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 2:
+                    _out_chunk(xrow, w_o2, y, b_o2, 2, DM, CH, HAS_B_OUT, SEM)
+                if NCH > 3:
+                    _out_chunk(xrow, w_o3, y, b_o3, 3, DM, CH, HAS_B_OUT, SEM)
             else:
                 tl.store(Y + b * stride_yb + offs_d, y.to(Y.dtype.element_ty), mask=mask_d)
 
@@ -674,17 +676,16 @@ class KernelConfig:
     split_block_d: int = 64  # split mode: channels per block
     split_rows: int = 4  # split mode: batch rows per block
     num_warps_fused: int = 4  # fused kernels (in, out, head), unless overridden below
-    num_warps_in: int | None = 8
+    num_warps_in: int | None = 4
     num_warps_out: int | None = 8
     num_warps_split: int = 4
     pdl: bool | None = None  # programmatic dependent launch; None = where supported (CUDA, sm >= 90)
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them
     chunk: int | None = None  # fused: d_model in at most 4 chunks of this many (a power of two; None: chunk_for)
     early_state: bool = True  # fused, one row per block: load the layer's state before the PDL wait
-    split_z: bool = False  # fused: in_proj's x and z rows in separate blocks of the in-kernel
-    out_parts: int = 1  # fused: out-kernel blocks per channel group, each adding d_model / out_parts rows
-    pin: bool = False  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
-    launch_first: str = ""  # fused: "in" or "out": that layer kernel lets the next one start before its own wait
+    split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
+    pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
+    launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -770,8 +771,6 @@ class TritonStep:
         self.n_chunks = -(-self.DM // self.chunk)
         if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
-        if self.kc.out_parts < 1 or self.n_chunks % self.kc.out_parts:
-            raise ValueError(f"out_parts {self.kc.out_parts} must divide d_model's {self.n_chunks} chunks of {self.chunk}")
         self.signature = self.param_signature(model)
 
     @staticmethod
@@ -813,7 +812,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, LAUNCH_FIRST=fused and kc.launch_first in ("in", "both"), PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -824,8 +823,7 @@ class TritonStep:
         block = kc.block_d_out if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split
-        parts = kc.out_parts if fused else 1
-        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), parts)
+        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
         self.launch(
             _mamba_out_kernel, grid,
             xc, xc.stride(0),
@@ -842,7 +840,7 @@ class TritonStep:
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            PARTS=parts, LAUNCH_FIRST=fused and kc.launch_first in ("out", "both"), PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
+            LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
