@@ -27,11 +27,11 @@ import torch  # noqa: E402
 from ssmagent.bench.decode import make_model, sweep_kernel_configs, time_graph  # noqa: E402
 
 VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): block sizes, warps and switches
-    "default (in 32 x 4 warps, out 32 x 8)": {},
+    "default (in 32 x 4 warps, out 32 x 4)": {},
     "in 32 x 8 warps": {"num_warps_in": 8},
     "in 16 x 4": {"block_d_in": 16},
-    "out 32 x 4 warps": {"num_warps_out": 4},
-    "out 16 x 8": {"block_d_out": 16},
+    "out 32 x 8 warps": {"num_warps_out": 8},
+    "out 16 x 4": {"block_d_out": 16},
     "x and z rows in one block (in 32 x 8)": {"split_z": False, "num_warps_in": 8},
     "weights converted after the wait": {"pin": False},
     "kernels let the next start after their wait": {"launch_early": False},

@@ -173,7 +173,7 @@ def test_fused_chunk_must_cover_d_model_in_four_powers_of_two(K):
 
 
 @pytest.mark.parametrize(
-    "kernel,block,warps,max_barriers", [("in", 32, 4, 14), ("in", 32, 8, 14), ("out", 32, 8, 24), ("out", 16, 4, 24)]
+    "kernel,block,warps,max_barriers", [("in", 32, 4, 14), ("in", 32, 8, 14), ("out", 32, 4, 24), ("out", 32, 8, 24)]
 )
 def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, fresh_python, kernel, block, warps, max_barriers):
     """The compiled sm_90 code after the PDL wait (benchmarks/kernel_sass.py): the weight tiles stay

@@ -677,7 +677,7 @@ class KernelConfig:
     split_rows: int = 4  # split mode: batch rows per block
     num_warps_fused: int = 4  # fused kernels (in, out, head), unless overridden below
     num_warps_in: int | None = 4
-    num_warps_out: int | None = 8
+    num_warps_out: int | None = 4
     num_warps_split: int = 4
     pdl: bool | None = None  # programmatic dependent launch; None = where supported (CUDA, sm >= 90)
     atomic_sem: str = "relaxed"  # the partial sums need no ordering: the next kernel reads them
