@@ -248,27 +248,6 @@ if HAS_TRITON:
         return tl.where(v > 20.0, v, lp)
 
     @triton.jit
-    def _l2_prefetch(BASE, nbytes, part, n_parts, LANES: tl.constexpr):
-        """Ask L2 for program ``part``'s share (1/n_parts) of the ``nbytes`` at BASE: one bulk
-        prefetch (sm_90's ``cp.async.bulk.prefetch.L2``) per lane. Nothing waits for the bytes:
-        they arrive while the program goes on. nbytes and BASE must be 16-byte multiples."""
-        base = BASE.to(tl.pointer_type(tl.int8), bitcast=True)
-        share = tl.cdiv(nbytes, n_parts * 16) * 16
-        piece = tl.cdiv(share, LANES * 16) * 16
-        offs = part.to(tl.int64) * share + tl.arange(0, LANES).to(tl.int64) * piece
-        end = tl.minimum((part.to(tl.int64) + 1) * share, nbytes)
-        size = tl.minimum(tl.maximum(end - offs, 0), piece).to(tl.int32)
-        tl.inline_asm_elementwise(
-            """{
-            .reg .pred p;
-            setp.gt.s32 p, $2, 0;
-            @p cp.async.bulk.prefetch.L2.global [$1], $2;
-            mov.u32 $0, 0;
-            }""",
-            "=r,l,r", [base + offs, size], dtype=tl.int32, is_pure=False, pack=1,
-        )
-
-    @triton.jit
     def _relayout(v):
         """v itself (a sum over an axis of length one). Its use: a fresh layout, so that where v
         meets a weight tile the compiler converts v (a few floats) and not the tile, which it
@@ -403,7 +382,6 @@ if HAS_TRITON:
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
-        PF=0, pf_bytes=0, L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128,  # (fused) head weights for L2
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -456,9 +434,6 @@ if HAS_TRITON:
             # chain writes (this layer's in-kernel of the previous step did, and has finished)
             old = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             tl.debug_barrier()  # the in-place shift's barrier (see _conv_tail), here before the wait
-        if L2PF:  # this block's share, asked of L2 ahead of the head kernel (the first row's blocks)
-            n_in = tl.num_programs(0) * tl.num_programs(2)
-            _l2_prefetch(PF, pf_bytes * (pid_r == 0), pid_d + tl.num_programs(0) * half, n_in, PF_LANES)
         _pdl_wait(PDL)
         if not LAUNCH_EARLY:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
@@ -711,8 +686,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    head_l2_layers: int = 0  # fused: the in-kernels of this many last layers ask L2 for the head's weights...
-    head_l2_mb: float = 0.0  # ... the first this many MB of them, in equal shares
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -799,8 +772,6 @@ class TritonStep:
         if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
         self.signature = self.param_signature(model)
-        # bulk L2 prefetches are sm_90 instructions (and the interpreter cannot run inline PTX)
-        self.l2_ok = self.launch.pdl and not interpreting()
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -815,19 +786,6 @@ class TritonStep:
         states are loaded before the PDL wait (fused, one batch row per block)."""
         return {"CH": self.chunk, "NCH": self.n_chunks, "EARLY": fused and rows == 1 and self.kc.early_state}
 
-    def head_prefetch(self, i: int) -> dict[str, Any]:
-        """Layer i's in-kernel's share of the head's weights to ask L2 for (``head_l2_layers``)."""
-        kc, L = self.kc, len(self.layers)
-        n = min(kc.head_l2_layers, L)
-        w = self.head_w
-        if n <= 0 or i < L - n or not self.l2_ok or not w.is_contiguous() or w.data_ptr() % 16:
-            return {}
-        total = min(int(kc.head_l2_mb * 2**20), w.numel() * w.element_size()) // (16 * n) * 16 * n
-        share = total // n  # bytes, a multiple of 16
-        start = (i - (L - n)) * share // w.element_size()
-        lanes = 32 * (kc.num_warps_in or kc.num_warps_fused)
-        return {"PF": w.view(-1)[start:], "pf_bytes": share, "L2PF": True, "PF_LANES": lanes}
-
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
         nw, w_in, b_in, cw, cb, w_x = self.layers[i][:6]
@@ -838,7 +796,6 @@ class TritonStep:
         warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
         split_z = fused and kc.split_z
         grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), 2 if split_z else 1)
-        pf = self.head_prefetch(i) if fused else {}
         self.launch(
             _mamba_in_kernel, grid,
             x if fused else d, x.stride(0) if fused else 0,
@@ -855,7 +812,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **pf, **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
