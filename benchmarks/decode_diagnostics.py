@@ -80,23 +80,26 @@ def l2() -> None:
 def floor() -> None:
     """Graph replay µs per kernel of a chain of 48 kernels (two per layer of paper-130m): empty ones
     (the PDL wait and trigger alone), and ones that, like a layer kernel, load d_model floats the
-    previous kernel wrote, reduce them and add d_model floats into the next buffer with atomics."""
+    previous kernel wrote, reduce them and add d_model floats into the next buffer with atomics;
+    PDL off, on with the trigger after the wait, and on with it before (as the fused layer kernels)."""
     from floor_kernels import empty, load_add
 
     n = 48
     bufs = [torch.zeros(768, device="cuda") for _ in range(2)]
+    modes = {"PDL off": (False, False), "PDL, trigger after the wait": (True, False), "PDL, trigger first": (True, True)}
     for grid in (1, 48, 96, 192):
-        for pdl in (True, False):
-            def chain_empty(grid=grid, pdl=pdl):
+        for mode, (pdl, early) in modes.items():
+            def chain_empty(grid=grid, pdl=pdl, early=early):
                 for _ in range(n):
-                    empty[(grid,)](PDL=pdl, launch_pdl=pdl, num_warps=4)
+                    empty[(grid,)](PDL=pdl, EARLY=early, launch_pdl=pdl, num_warps=4)
 
-            def chain_load_add(grid=grid, pdl=pdl):
+            def chain_load_add(grid=grid, pdl=pdl, early=early):
                 for i in range(n):
-                    load_add[(grid,)](bufs[i % 2], bufs[(i + 1) % 2], DM=768, CH=256, PDL=pdl, launch_pdl=pdl, num_warps=4)
+                    load_add[(grid,)](bufs[i % 2], bufs[(i + 1) % 2], DM=768, CH=256, PDL=pdl, EARLY=early,
+                                      launch_pdl=pdl, num_warps=4)
 
             e, la = (graph_replay_us(f) / n for f in (chain_empty, chain_load_add))
-            print(f"grid {grid:>4}, PDL {'on ' if pdl else 'off'}: empty {e:5.2f} µs/kernel, "
+            print(f"grid {grid:>4}, {mode:<28}: empty {e:5.2f} µs/kernel, "
                   f"load + reduce + atomics {la:5.2f} µs/kernel", flush=True)
 
 

@@ -8,16 +8,24 @@ from ssmagent.kernels.decode import _pdl_launch, _pdl_wait
 
 
 @triton.jit
-def empty(PDL: tl.constexpr):
+def _enter(PDL: tl.constexpr, EARLY: tl.constexpr):
+    """The PDL wait, with the trigger after it or (EARLY, as the fused layer kernels) before it."""
+    if EARLY:
+        _pdl_launch(PDL)
     _pdl_wait(PDL)
-    _pdl_launch(PDL)
+    if not EARLY:
+        _pdl_launch(PDL)
 
 
 @triton.jit
-def load_add(SRC, DST, DM: tl.constexpr, CH: tl.constexpr, PDL: tl.constexpr):
+def empty(PDL: tl.constexpr, EARLY: tl.constexpr):
+    _enter(PDL, EARLY)
+
+
+@triton.jit
+def load_add(SRC, DST, DM: tl.constexpr, CH: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr):
     """Like a layer kernel's critical path: load what the previous kernel wrote, reduce, add atomically."""
-    _pdl_wait(PDL)
-    _pdl_launch(PDL)
+    _enter(PDL, EARLY)
     offs = tl.arange(0, CH)
     acc = tl.zeros([CH], tl.float32)
     for k in tl.static_range(0, DM, CH):
