@@ -663,10 +663,13 @@ if HAS_TRITON:
 @dataclass
 class KernelConfig:
     """Block sizes and switches of the decode kernels, measured on an H100 for paper-130m
-    (docs/performance.md, "Tuning data"): the fused blocks by ``benchmarks/decode_diagnostics.py
-    sweep`` at batch 1 (32 channels x 8 warps in both kernels: 165.5 µs/step, 182.4 with 8 x 4 and
-    16 x 4), ``fuse_max_batch`` by its ``modes`` (fused 659 against split 767 µs/step at batch 8,
-    1,254 against 794 at 16), the split blocks by ``benchmarks/gpu_decode.py --tune``."""
+    (docs/performance.md, "Tuning data"): the fused blocks and switches by
+    ``benchmarks/decode_diagnostics.py sweep`` at batch 1 (32 channels x 4 warps in both kernels,
+    x and z rows in separate blocks, weights pinned before the wait, kernels launching the next
+    early: 140.7 µs/step; 151.3 and 155.4 with 8 warps in the in- or out-kernel, 153.7 unpinned,
+    213.5 launching after the wait), ``fuse_max_batch`` by its ``modes`` (fused 659 against split
+    767 µs/step at batch 8, 1,254 against 794 at 16, the previous kernels), the split blocks by
+    ``benchmarks/gpu_decode.py --tune``."""
 
     fuse_max_batch: int = 8  # batches up to this use the fused (GEMVs-in-kernel) mode
     block_d_in: int = 32  # fused _mamba_in_kernel: channels per block (d_inner / this blocks)
