@@ -405,7 +405,7 @@ if HAS_TRITON:
         else:
             cb = tl.zeros([BLOCK_D], dtype=tl.float32)
         offs_p = tl.arange(0, P_PAD)
-        wxp = cb[None, :]
+        wxp = cb[None, :]  # (x_proj's tile in the fused mode; unused in the split mode)
         if FUSED:
             # this block's rows of in_proj (its channels of x and of z, or of its half), in NCH
             # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
@@ -429,7 +429,7 @@ if HAS_TRITON:
         smask = (offs_k[:, None] < K) & mask_x[None, :]
         omask = (offs_k[:, None] + 1 < K) & mask_x[None, :]
         row0 = pid_r * rows_per_prog
-        old = tl.zeros([K_PAD, BLOCK_D], dtype=CONV.dtype.element_ty)
+        old = tl.zeros([K_PAD, BLOCK_D], dtype=CONV.dtype.element_ty)  # the window, loaded below
         if EARLY:  # one row per program: its conv window, which no kernel before this one in the
             # chain writes (this layer's in-kernel of the previous step did, and has finished)
             old = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
