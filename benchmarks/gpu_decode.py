@@ -50,13 +50,12 @@ def diagnose() -> None:
     from ssmagent.kernels.decode import KernelConfig
 
     model = make_model("paper-130m", 50280, torch.bfloat16, torch.device("cuda"))
-    for name, kc in (("default", KernelConfig(pdl=False)),):
-        times, st = kernel_device_times(model, kc)
-        print(f"diagnose [{name}]: device time per kernel (eager, batch 1)", flush=True)
-        for key, us in sorted(times.items(), key=lambda kv: -kv[1])[:8]:
-            print(f"  {key[:40]:<40} avg {us:8.2f} µs", flush=True)
-        for k, ck in st.launch.compiled.items():
-            print(f"  {k:<28} regs {getattr(ck, 'n_regs', '?')}  spills {getattr(ck, 'n_spills', '?')}", flush=True)
+    times, st = kernel_device_times(model, KernelConfig(pdl=False))
+    print("diagnose: device time per kernel (eager, batch 1, default config)", flush=True)
+    for key, us in sorted(times.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {key[:40]:<40} avg {us:8.2f} µs", flush=True)
+    for k, ck in st.launch.compiled.items():
+        print(f"  {k:<28} regs {getattr(ck, 'n_regs', '?')}  spills {getattr(ck, 'n_spills', '?')}", flush=True)
 
 
 def tune():

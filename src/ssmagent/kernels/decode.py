@@ -286,7 +286,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr):
-        """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols)."""
+        """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols);
+        where PIN, in float32, converted here (before the wait)."""
         offs = k * CH + tl.arange(0, CH)
         w = tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
         if PIN:
@@ -785,9 +786,14 @@ class TritonStep:
         return batch <= self.kc.fuse_max_batch
 
     def layer_meta(self, fused: bool, rows: int) -> dict[str, Any]:
-        """The compile-time switches both layer kernels share: d_model's chunks, and whether the
-        states are loaded before the PDL wait (fused, one batch row per block)."""
-        return {"CH": self.chunk, "NCH": self.n_chunks, "EARLY": fused and rows == 1 and self.kc.early_state}
+        """The compile-time switches both layer kernels share: d_model's chunks, whether the states
+        are loaded before the PDL wait (fused, one batch row per block), and the fused mode's
+        ``launch_early`` and ``pin``."""
+        kc = self.kc
+        return {
+            "CH": self.chunk, "NCH": self.n_chunks, "EARLY": fused and rows == 1 and kc.early_state,
+            "LAUNCH_EARLY": fused and kc.launch_early, "PIN": fused and kc.pin,
+        }
 
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
@@ -815,7 +821,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -843,7 +849,7 @@ class TritonStep:
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            LAUNCH_EARLY=fused and kc.launch_early, PIN=fused and kc.pin, **self.layer_meta(fused, rows), num_warps=warps,
+            **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
