@@ -35,7 +35,6 @@ VARIANTS = {  # KernelConfig overrides at batch 1 (fused mode): block sizes, war
     "x and z rows in one block (in 32 x 8)": {"split_z": False, "num_warps_in": 8},
     "weights converted after the wait": {"pin": False},
     "kernels let the next start after their wait": {"launch_early": False},
-    "layer kernels take the PDL wait (no counts)": {"spin_wait": False},
     "states loaded after the wait": {"early_state": False},
     "head block_v 32": {"block_v": 32},
 }

@@ -46,28 +46,26 @@ class Ptr:
 
 
 def in_kernel_args(block: int) -> dict:
-    f32, bf16, i32 = Ptr("*fp32"), Ptr("*bf16"), Ptr("*i32")
+    f32, bf16 = Ptr("*fp32"), Ptr("*bf16")
     return dict(
         X=f32, stride_xb=DM, NORM_W=bf16, W_IN=bf16, stride_win=DM, B_IN=f32, XZ=f32, stride_xzb=0,
         CONV=bf16, s_cb=K * DI * LAYERS, s_ck=DI, s_cd=1, CONV_W=bf16, s_cwd=K, s_cwk=1, CONV_B=bf16,
         XC=f32, stride_xcb=DI, Z=f32, stride_zb=DI, W_X=bf16, stride_wx=DI, DBC=f32, stride_dbcb=LAYERS * P,
-        WAIT=i32, DONE=i32, RESET=i32, wait_n=DI // KC.block_d_out, n_rows=1, rows_per_prog=1, eps=1e-5,
+        n_rows=1, rows_per_prog=1, eps=1e-5,
         DM=DM, DI=DI, K=K, K_PAD=K, P=P, P_PAD=128, BLOCK_D=block, FUSED=True, HAS_B_IN=False,
         HAS_CONV_B=True, PDL=True, CH=CH, NCH=NCH, EARLY=True, SPLIT_Z=KC.split_z, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
-        COUNTED=KC.spin_wait, SPIN=KC.spin_wait,
     )
 
 
 def out_kernel_args(block: int) -> dict:
-    f32, bf16, i32 = Ptr("*fp32"), Ptr("*bf16"), Ptr("*i32")
+    f32, bf16 = Ptr("*fp32"), Ptr("*bf16")
     return dict(
         XC=f32, stride_xcb=DI, Z=f32, stride_zb=DI, DBC=f32, stride_dbcb=LAYERS * P,
         W_DT=bf16, s_wdt_d=R, s_wdt_r=1, B_DT=bf16, A_LOG=f32, s_a_d=N, s_a_n=1, D_SKIP=f32,
         SSM=f32, s_sb=N * DI * LAYERS, s_sn=DI, s_sd=1, Y=f32, stride_yb=0, W_OUT=bf16, stride_wo=DI,
-        B_OUT=f32, X=f32, stride_xb=DM, WAIT=i32, DONE=i32, RESET=i32, wait_n=2 * DI // KC.block_d_in,
-        n_rows=1, rows_per_prog=1,
+        B_OUT=f32, X=f32, stride_xb=DM, n_rows=1, rows_per_prog=1,
         DI=DI, N=N, N_PAD=N, R=R, R_PAD=64, DM=DM, BLOCK_D=block, FUSED=True, HAS_B_OUT=False, PDL=True,
-        CH=CH, NCH=NCH, EARLY=True, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin, COUNTED=KC.spin_wait, SPIN=KC.spin_wait,
+        CH=CH, NCH=NCH, EARLY=True, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
     )
 
 
@@ -92,11 +90,6 @@ def compile_sm90(fn, args: dict, num_warps: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
-# where the wait for the previous kernel ends: the PDL wait, or the L1 invalidation of the last
-# acquire load of the spin on its count of finished blocks (``spin_wait``)
-WAIT_OPS = ("ACQBULK", "CCTL")
-
-
 def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = None) -> collections.Counter:
     """Opcode counts of the SASS after the PDL wait (``ACQBULK``) of one fused layer kernel."""
     fn, args = {
@@ -104,11 +97,18 @@ def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = Non
         "out": (decode._mamba_out_kernel, out_kernel_args),
     }[kernel]
     sass = compile_sm90(fn, args(block) | (extra or {}), num_warps).asm["sass"]
-    ops = [m.group(1) for m in (re.match(r"\s*\S+\t(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line) for line in sass.splitlines()) if m]
-    waits = [i for i, op in enumerate(ops) if op in WAIT_OPS]
-    if not waits:
-        raise RuntimeError(f"no wait for the previous kernel in the {kernel}-kernel's code")
-    return collections.Counter(ops[waits[-1]:])
+    counts: collections.Counter = collections.Counter()
+    seen_wait = False
+    for line in sass.splitlines():
+        m = re.match(r"\s*\S+\t(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if not m:
+            continue
+        seen_wait = seen_wait or m.group(1) == "ACQBULK"
+        if seen_wait:
+            counts[m.group(1)] += 1
+    if not seen_wait:
+        raise RuntimeError(f"no PDL wait in the {kernel}-kernel's code")
+    return counts
 
 
 def summary(counts: collections.Counter) -> str:

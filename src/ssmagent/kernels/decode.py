@@ -278,68 +278,6 @@ if HAS_TRITON:
         cannot combine a mask with a scalar comparison)."""
         return mask & ((mask.to(tl.int32) * 0 + v) == 0)
 
-    if interpreting():  # kernels run one after another: the count is complete (checked)
-
-        @triton.jit
-        def _spin_until(COUNT, n):
-            tl.device_assert(tl.load(COUNT) == n, "a layer kernel's count of finished blocks is off")
-
-    else:
-        _SLEEP = tl.constexpr(os.environ.get("SSM_SLEEP", "20"))
-        _FENCE = tl.constexpr("fence.acq_rel.gpu;" if os.environ.get("SSM_CONS_FENCE", "1") == "1" else "")
-
-        @triton.jit
-        def _spin_until(COUNT, n):
-            """Returns once the counter at COUNT reads n (the previous kernel's blocks have all
-            counted themselves done), with what they wrote before counting visible, as after the
-            PDL wait, which instead waits for the whole grid to end and its memory to be flushed
-            (~1.4-2 µs at batch 1, docs/performance.md). One thread polls, with relaxed loads and a
-            short sleep between them, then takes an acquire fence and releases the block at a
-            barrier (the cooperative grid barrier's pattern): every thread polling with acquire
-            loads, each of which invalidates the SM's L1, slowed the step by a quarter."""
-            tl.inline_asm_elementwise(
-                """{
-                .reg .pred %p<2>;
-                .reg .b32 %t;
-                mov.u32 %t, %tid.x;
-                setp.ne.u32 %p0, %t, 0;
-                mov.u32 $0, 0;
-                @%p0 bra SPUN${:uid};
-                SPIN${:uid}:
-                ld.relaxed.gpu.global.b32 $0, [$1];
-                setp.lt.s32 %p1, $0, $2;
-                @%p1 nanosleep.u32 SLEEP;
-                @%p1 bra SPIN${:uid};
-                FENCE
-                SPUN${:uid}:
-                }""".replace("SLEEP", _SLEEP).replace("FENCE", _FENCE),
-                "=r,l,r", [COUNT, n], dtype=tl.int32, is_pure=False, pack=1,
-            )
-            tl.debug_barrier()
-
-    _PSEM = tl.constexpr("release" if os.environ.get("SSM_PROD_FENCE", "1") == "1" else "relaxed")
-
-    @triton.jit
-    def _count_done(COUNT):
-        """Adds this block to the count at COUNT, after every thread's writes (the barrier, then a
-        release by one thread: the cooperative grid barrier's pattern) — the block's last act."""
-        tl.debug_barrier()
-        tl.atomic_add(COUNT, 1, sem=_PSEM, scope="gpu")
-
-    @triton.jit
-    def _wait_previous(WAIT, RESET, wait_n, first, PDL: tl.constexpr, COUNTED: tl.constexpr, SPIN: tl.constexpr):
-        """The wait for the previous kernel: its count of finished blocks where SPIN, else the PDL
-        wait. Where COUNTED, the first block then zeroes the count two kernels back (RESET): every
-        block that waits on it has passed (they counted themselves done before the previous
-        kernel's blocks could pass their own wait), so the next step starts from zero."""
-        if SPIN:
-            _spin_until(WAIT, wait_n)
-        else:
-            _pdl_wait(PDL)
-        if COUNTED:
-            if first:
-                tl.store(RESET, 0)
-
     @triton.jit
     def _row_chunk(W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
         """Columns [k CH, (k + 1) CH) of the given rows of a row-major (·, DM) matrix: (rows, CH)."""
@@ -439,14 +377,12 @@ if HAS_TRITON:
         Z, stride_zb,  # fused, out: z (B, DI), float32
         W_X, stride_wx,  # fused: x_proj (P, DI)
         DBC, stride_dbcb,  # fused, out: x_proj(xc), float32 (B, P), zeroed beforehand (atomic +=)
-        WAIT, DONE, RESET, wait_n,  # counted: the counts of finished blocks (see _wait_previous)
         n_rows, rows_per_prog, eps,
         DM: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
-        COUNTED: tl.constexpr = False, SPIN: tl.constexpr = False,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -499,7 +435,7 @@ if HAS_TRITON:
             # chain writes (this layer's in-kernel of the previous step did, and has finished)
             old = tl.load(CONV + row0 * s_cb + offs_d[None, :] * s_cd + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             tl.debug_barrier()  # the in-place shift's barrier (see _conv_tail), here before the wait
-        _wait_previous(WAIT, RESET, wait_n, (pid_d == 0) & (pid_r == 0) & (half == 0), PDL, COUNTED, SPIN)
+        _pdl_wait(PDL)
         if not LAUNCH_EARLY:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         # ---- activations and states
@@ -540,8 +476,6 @@ if HAS_TRITON:
                 xi = tl.load(XZ + b * stride_xzb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
                            wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
-        if COUNTED:
-            _count_done(DONE)
 
     @triton.jit
     def _mamba_out_kernel(
@@ -555,14 +489,12 @@ if HAS_TRITON:
         Y, stride_yb,  # split, out: y (B, DI)
         W_OUT, stride_wo, B_OUT,  # fused: out_proj (DM, DI), bias (DM,) or dummy
         X, stride_xb,  # fused, out (atomic +=): the float32 residual (B, DM)
-        WAIT, DONE, RESET, wait_n,  # counted: the counts of finished blocks (see _wait_previous)
         n_rows, rows_per_prog,
         DI: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr,
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
-        COUNTED: tl.constexpr = False, SPIN: tl.constexpr = False,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -609,7 +541,7 @@ if HAS_TRITON:
             # the previous step (finished: see the in-kernel)
             h0 = tl.load(SSM + row0 * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd, mask=nmask, other=0.0)
             tl.debug_barrier()  # the in-place update's barrier (below), here before the wait
-        _wait_previous(WAIT, RESET, wait_n, (pid_d == 0) & (pid_r == 0), PDL, COUNTED, SPIN)
+        _pdl_wait(PDL)
         if not LAUNCH_EARLY:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
@@ -644,8 +576,6 @@ if HAS_TRITON:
                     _out_chunk(xrow, w_o3, y, b_o3, 3, DM, CH, HAS_B_OUT, SEM)
             else:
                 tl.store(Y + b * stride_yb + offs_d, y.to(Y.dtype.element_ty), mask=mask_d)
-        if COUNTED:
-            _count_done(DONE)
 
     @triton.jit
     def _embed_kernel(
@@ -686,11 +616,10 @@ if HAS_TRITON:
 
     @triton.jit
     def _head_kernel(
-        X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps, RESET,
-        DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr, COUNTED: tl.constexpr = False,
+        X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps,
+        DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr,
     ):
-        """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax);
-        where the layer kernels are COUNTED, the first block zeroes the last two counts (RESET)."""
+        """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax)."""
         pid = tl.program_id(0)
         offs_v = pid * BLOCK_V + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
@@ -700,9 +629,6 @@ if HAS_TRITON:
         nw = tl.load(NORM_W + offs_m, mask=mask_m, other=0.0).to(tl.float32)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
-        if COUNTED:
-            offs_c = tl.arange(0, 2)
-            tl.store(RESET + offs_c, tl.zeros([2], tl.int32), mask=_if_zero(offs_c < 2, pid))
         for b in range(0, n_rows):
             x = tl.load(X + b * stride_xb + offs_m, mask=mask_m, other=0.0)
             r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DM + eps)
@@ -764,7 +690,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    spin_wait: bool = True  # fused: a layer kernel waits for the previous one's count of finished blocks, not its grid's end
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -851,9 +776,6 @@ class TritonStep:
         if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
             raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
         self.signature = self.param_signature(model)
-        # the fused layer kernels' counts of finished blocks (in_0, out_0, in_1, ...; and a spare
-        # one for the first two kernels to reset), each back at zero when a step has run
-        self.counts = torch.zeros(2 * len(self.layers) + 1, device=self.device, dtype=torch.int32)
 
     @staticmethod
     def param_signature(model: Any) -> tuple:
@@ -862,29 +784,6 @@ class TritonStep:
     # ---------------------------------------------------------------- pieces
     def fused_for(self, batch: int) -> bool:
         return batch <= self.kc.fuse_max_batch
-
-    def in_grid(self, fused: bool, n_rows: int) -> tuple[int, int, int]:
-        kc = self.kc
-        block, rows = (kc.block_d_in, kc.fused_rows or n_rows) if fused else (kc.split_block_d, kc.split_rows)
-        return (-(-self.DI // block), -(-n_rows // rows), 2 if fused and kc.split_z else 1)
-
-    def out_grid(self, fused: bool, n_rows: int) -> tuple[int, int]:
-        kc = self.kc
-        block, rows = (kc.block_d_out, kc.fused_rows or n_rows) if fused else (kc.split_block_d, kc.split_rows)
-        return (-(-self.DI // block), -(-n_rows // rows))
-
-    def counted(self, link: int | None) -> bool:
-        return link is not None and self.kc.spin_wait
-
-    def count_args(self, link: int | None, wait_n: int) -> tuple[list, dict[str, bool]]:
-        """The counting arguments of the fused layer kernel at ``link`` of the step's chain (in_0 is
-        0, out_0 1, in_1 2, ...; None: a kernel outside it, which waits for the previous one's end):
-        the count to wait on (the previous link's, but the first link takes the PDL wait), its own,
-        the one to zero (two links back; the spare slot for the first two) and the blocks to wait for."""
-        c = self.counts
-        if not self.counted(link):
-            return [c, c, c, 0], {"COUNTED": False, "SPIN": False}
-        return [c[link - 1] if link else c, c[link], c[link - 2] if link >= 2 else c[-1], wait_n], {"COUNTED": True, "SPIN": link > 0}
 
     def layer_meta(self, fused: bool, rows: int) -> dict[str, Any]:
         """The compile-time switches both layer kernels share: d_model's chunks, whether the states
@@ -896,11 +795,8 @@ class TritonStep:
             "LAUNCH_EARLY": fused and kc.launch_early, "PIN": fused and kc.pin,
         }
 
-    def mamba_in(
-        self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None, link: int | None = None
-    ) -> None:
-        """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given;
-        counted at ``link`` (see ``count_args``) when that is given too."""
+    def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
+        """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
         nw, w_in, b_in, cw, cb, w_x = self.layers[i][:6]
         fused = x is not None
         kc, d = self.kc, self._dummy
@@ -908,8 +804,7 @@ class TritonStep:
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
         split_z = fused and kc.split_z
-        grid = self.in_grid(fused, n_rows)
-        counts, count_meta = self.count_args(link, math.prod(self.out_grid(fused, n_rows)))
+        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), 2 if split_z else 1)
         self.launch(
             _mamba_in_kernel, grid,
             x if fused else d, x.stride(0) if fused else 0,
@@ -922,27 +817,22 @@ class TritonStep:
             z if fused else d, z.stride(0) if fused else 0,
             w_x, w_x.stride(0),
             dbc if fused else d, dbc.stride(0) if fused else 0,
-            *counts,
             n_rows, rows, self.eps,
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, **self.layer_meta(fused, rows), **count_meta, num_warps=warps,
+            SPLIT_Z=split_z, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
-    def mamba_out(
-        self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None, link: int | None = None
-    ) -> None:
-        """Launch ``_mamba_out_kernel`` for layer i. ssm: (B, N, DI) view. Fused when x is given;
-        counted at ``link`` (see ``count_args``) when that is given too."""
+    def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
+        """Launch ``_mamba_out_kernel`` for layer i. ssm: (B, N, DI) view. Fused when x is given."""
         _, _, _, _, _, _, w_dt, b_dt, a_log, dsk, w_out, b_out = self.layers[i]
         fused = x is not None
         kc, d = self.kc, self._dummy
         block = kc.block_d_out if fused else kc.split_block_d
         rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_out or kc.num_warps_fused) if fused else kc.num_warps_split
-        grid = self.out_grid(fused, n_rows)
-        counts, count_meta = self.count_args(link, math.prod(self.in_grid(fused, n_rows)))
+        grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows))
         self.launch(
             _mamba_out_kernel, grid,
             xc, xc.stride(0),
@@ -955,12 +845,11 @@ class TritonStep:
             y if y is not None else d, y.stride(0) if y is not None else 0,
             w_out, w_out.stride(0), b_out if b_out is not None else d,
             x if fused else d, x.stride(0) if fused else 0,
-            *counts,
             n_rows, rows,
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
-            **self.layer_meta(fused, rows), **count_meta, num_warps=warps,
+            **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
@@ -1012,8 +901,8 @@ class TritonStep:
                 DM=DM, DM_PAD=_next_pow2(DM), ZERO=zero, ZERO_BLOCK=min(1024, _next_pow2(max(zero, 1))), num_warps=4,
             )
             for i in range(L):
-                self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i], link=2 * i)
-                self.mamba_out(i, xc=xc, z=z, dbc=dbcs[i], ssm=ssm[i], n_rows=B, x=x, link=2 * i + 1)
+                self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i])
+                self.mamba_out(i, xc=xc, z=z, dbc=dbcs[i], ssm=ssm[i], n_rows=B, x=x)
             bv = self.kc.block_v
             nvb = triton.cdiv(self.V, bv)
             pmax = torch.empty(B, nvb, device=dev, dtype=f32)
@@ -1021,8 +910,8 @@ class TritonStep:
             self.launch(
                 _head_kernel, (nvb,),
                 x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
-                pmax, pidx, nvb, B, self.V, self.eps, self.counts[2 * L - 2:],
-                DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, COUNTED=self.counted(0), num_warps=self.kc.num_warps_fused,
+                pmax, pidx, nvb, B, self.V, self.eps,
+                DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, num_warps=self.kc.num_warps_fused,
             )
             fb = feedback if feedback is not None else nxt
             self.launch(_pick_kernel, (B,), pmax, pidx, nvb, nxt, fb, NB_PAD=_next_pow2(nvb), num_warps=4)
@@ -1088,7 +977,7 @@ def conv_step(xi: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | Non
         d, 0, d, d, 0, d, xi, xi.stride(0),
         cs, cs.stride(0), cs.stride(1), cs.stride(2),
         weight, weight.stride(0), weight.stride(2), bias if bias is not None else d,
-        xc, xc.stride(0), d, 0, d, 0, d, 0, d, d, d, 0, B, 1, 0.0,
+        xc, xc.stride(0), d, 0, d, 0, d, 0, B, 1, 0.0,
         DM=1, DI=DI, K=K, K_PAD=_next_pow2(K), P=1, P_PAD=1, BLOCK_D=block_d,
         FUSED=False, HAS_B_IN=False, HAS_CONV_B=bias is not None, PDL=False,
     )
@@ -1121,7 +1010,7 @@ def ssm_step(
         dt_weight, dt_weight.stride(0), dt_weight.stride(1), dt_bias,
         A_log, A_log.stride(0), A_log.stride(1), D,
         ss, ss.stride(0), ss.stride(1), ss.stride(2),
-        y, y.stride(0), d, 0, d, d, 0, d, d, d, 0, B, rows,
+        y, y.stride(0), d, 0, d, d, 0, B, rows,
         DI=DI, N=N, N_PAD=_next_pow2(N), R=R, R_PAD=_next_pow2(R), DM=1,
         BLOCK_D=block_d, FUSED=False, HAS_B_OUT=False, PDL=False,
     )
