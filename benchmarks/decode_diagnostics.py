@@ -101,6 +101,16 @@ def floor() -> None:
             e, la = (graph_replay_us(f) / n for f in (chain_empty, chain_load_add))
             print(f"grid {grid:>4}, {mode:<28}: empty {e:5.2f} µs/kernel, "
                   f"load + reduce + atomics {la:5.2f} µs/kernel", flush=True)
+    copied = [torch.zeros(8 * 768, device="cuda") for _ in range(2)]
+    for grid in (48, 96):
+        for copies in (1, 2, 4, 8):
+            def chain_copies(grid=grid, copies=copies):
+                for i in range(n):
+                    load_add[(grid,)](copied[i % 2], copied[(i + 1) % 2], DM=768, CH=256, PDL=True, EARLY=True,
+                                      COPIES=copies, launch_pdl=True, num_warps=4)
+
+            print(f"grid {grid:>4}, PDL, trigger first, the sum in {copies} copies: "
+                  f"load + reduce + atomics {graph_replay_us(chain_copies) / n:5.2f} µs/kernel", flush=True)
 
 
 def graph_replay_us(launch) -> float:

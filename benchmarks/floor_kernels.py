@@ -23,13 +23,17 @@ def empty(PDL: tl.constexpr, EARLY: tl.constexpr):
 
 
 @triton.jit
-def load_add(SRC, DST, DM: tl.constexpr, CH: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr):
-    """Like a layer kernel's critical path: load what the previous kernel wrote, reduce, add atomically."""
+def load_add(SRC, DST, DM: tl.constexpr, CH: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, COPIES: tl.constexpr = 1):
+    """Like a layer kernel's critical path: load what the previous kernel wrote, reduce, add
+    atomically; with COPIES, the sum is held in that many copies (loaded and summed; each block
+    adds into one), so that fewer blocks add into each address."""
     _enter(PDL, EARLY)
     offs = tl.arange(0, CH)
     acc = tl.zeros([CH], tl.float32)
-    for k in tl.static_range(0, DM, CH):
-        acc += tl.load(SRC + k + offs)
+    for c in tl.static_range(COPIES):
+        for k in tl.static_range(0, DM, CH):
+            acc += tl.load(SRC + c * DM + k + offs)
     s = tl.sum(acc, axis=0)
+    dst = DST + (tl.program_id(0) % COPIES) * DM
     for k in tl.static_range(0, DM, CH):
-        tl.atomic_add(DST + k + offs, acc * 1e-9 + s * 1e-12, sem="relaxed")
+        tl.atomic_add(dst + k + offs, acc * 1e-9 + s * 1e-12, sem="relaxed")
