@@ -317,20 +317,14 @@ if HAS_TRITON:
         return w_a, w_b, nw
 
     @triton.jit
-    def _in_chunk(
-        XROW, w_a, w_b, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr,
-        COPIES: tl.constexpr,
-    ):
+    def _in_chunk(XROW, w_a, w_b, nw, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
         """One chunk of d_model for in_proj: (sum of x², products with the first rows, with the z
-        rows where BOTH), the RMSNorm's scale left out (it multiplies the sums). x (the sum of its
-        COPIES) is loaded in the tile's own shape (each row the same), so that no thread needs
-        another's x: no shared memory, and each row's sum of x² comes out where its products' sum does."""
+        rows where BOTH), the RMSNorm's scale left out (it multiplies the sums). x is loaded in
+        the tile's own shape (each row the same), so that no thread needs another's x: no shared
+        memory, and each row's sum of x² comes out where its products' sum does."""
         offs = k * CH + tl.arange(0, CH)
         same = tl.zeros([w_a.shape[0], 1], dtype=tl.int32)
-        mask = (offs[None, :] < DM) & (same == 0)
-        x = tl.load(XROW + offs[None, :] + same, mask=mask, other=0.0)
-        for c in tl.static_range(1, COPIES):
-            x += tl.load(XROW + c * DM + offs[None, :] + same, mask=mask, other=0.0)
+        x = tl.load(XROW + offs[None, :] + same, mask=(offs[None, :] < DM) & (same == 0), other=0.0).to(tl.float32)
         if PIN:  # the tiles hold the norm's weight already
             h = x
         else:
@@ -373,7 +367,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _mamba_in_kernel(
-        X, stride_xb,  # fused: float32 residual, the sum of its COPIES (B, COPIES, DM)
+        X, stride_xb,  # fused: float32 residual (B, DM)
         NORM_W,  # fused: (DM,)
         W_IN, stride_win, B_IN,  # fused: in_proj (2 DI, DM), bias (2 DI,) or dummy
         XZ, stride_xzb,  # split: in_proj output (B, 2 DI); its first DI columns are xi
@@ -382,14 +376,13 @@ if HAS_TRITON:
         XC, stride_xcb,  # out: SiLU(conv) (B, DI)
         Z, stride_zb,  # fused, out: z (B, DI), float32
         W_X, stride_wx,  # fused: x_proj (P, DI)
-        DBC, stride_dbcb,  # fused, out: x_proj(xc), float32 (B, COPIES, P), zeroed beforehand (atomic +=)
+        DBC, stride_dbcb,  # fused, out: x_proj(xc), float32 (B, P), zeroed beforehand (atomic +=)
         n_rows, rows_per_prog, eps,
         DM: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
-        COPIES: tl.constexpr = 1,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -436,7 +429,6 @@ if HAS_TRITON:
             ).to(tl.float32), PIN)  # (P_PAD, BLOCK_D)
         smask = (offs_k[:, None] < K) & mask_x[None, :]
         omask = (offs_k[:, None] + 1 < K) & mask_x[None, :]
-        DBC += (pid_d % COPIES) * P  # this block's copy of x_proj's sums
         row0 = pid_r * rows_per_prog
         old = tl.zeros([K_PAD, BLOCK_D], dtype=CONV.dtype.element_ty)  # the window, loaded below
         if EARLY:  # one row per program: its conv window, which no kernel before this one in the
@@ -453,15 +445,15 @@ if HAS_TRITON:
                 old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             if FUSED:  # RMSNorm's scale r multiplies the sums, so its reduction runs beside theirs
                 xrow = X + b * stride_xb
-                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH, PIN, COPIES)
+                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH, PIN)
                 if NCH > 1:
-                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH, PIN, COPIES)
+                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s1, pa + a1, pb + b1
                 if NCH > 2:
-                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH, PIN, COPIES)
+                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s2, pa + a2, pb + b2
                 if NCH > 3:
-                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH, PIN, COPIES)
+                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH, PIN)
                     ss, pa, pb = ss + s3, pa + a3, pb + b3
                 r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_D,), every row the same
                 xi = tl.sum(pa, axis=1) * r  # (BLOCK_D,): x, or with SPLIT_Z this block's half
@@ -489,20 +481,20 @@ if HAS_TRITON:
     def _mamba_out_kernel(
         XC, stride_xcb,  # (B, DI)
         Z, stride_zb,  # (B, DI)
-        DBC, stride_dbcb,  # (B, COPIES, P) = (dt_low, B, C), the sum of the copies
+        DBC, stride_dbcb,  # (B, P) = (dt_low, B, C)
         W_DT, s_wdt_d, s_wdt_r, B_DT,  # dt_proj (DI, R), bias (DI,)
         A_LOG, s_a_d, s_a_n,  # (DI, N)
         D_SKIP,  # (DI,)
         SSM, s_sb, s_sn, s_sd,  # ssm state (B, N, DI) by strides, float32, updated in place
         Y, stride_yb,  # split, out: y (B, DI)
         W_OUT, stride_wo, B_OUT,  # fused: out_proj (DM, DI), bias (DM,) or dummy
-        X, stride_xb,  # fused, out (atomic +=): the float32 residual (B, COPIES, DM), into copy pid_d % COPIES
+        X, stride_xb,  # fused, out (atomic +=): the float32 residual (B, DM)
         n_rows, rows_per_prog,
         DI: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr,
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False, COPIES: tl.constexpr = 1,
+        LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -560,10 +552,6 @@ if HAS_TRITON:
             dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0).to(tl.float32)
             Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             Cv = tl.load(drow + R + N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            for c in tl.static_range(1, COPIES):  # (fused) the other copies of x_proj's sums
-                dt_low += tl.load(drow + c * (R + 2 * N) + offs_r, mask=offs_r < R, other=0.0)
-                Bv += tl.load(drow + c * (R + 2 * N) + R + offs_n, mask=mask_n, other=0.0)
-                Cv += tl.load(drow + c * (R + 2 * N) + R + N + offs_n, mask=mask_n, other=0.0)
             dt = _softplus(tl.sum(wdt * dt_low[None, :], axis=1) + bdt)  # (BLOCK_D,)
             sp = SSM + b * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd
             if EARLY:
@@ -578,7 +566,7 @@ if HAS_TRITON:
             y = y * _silu(z)
             if FUSED:  # this block's share of out_proj(y), added into the residual
                 y = _relayout(y)
-                xrow = X + b * stride_xb + (pid_d % COPIES) * DM
+                xrow = X + b * stride_xb
                 _out_chunk(xrow, w_o0, y, b_o0, 0, DM, CH, HAS_B_OUT, SEM)
                 if NCH > 1:
                     _out_chunk(xrow, w_o1, y, b_o1, 1, DM, CH, HAS_B_OUT, SEM)
@@ -593,10 +581,8 @@ if HAS_TRITON:
     def _embed_kernel(
         TOK, EMB, stride_e, X, stride_xb, DBC, stride_dbcb,
         DM: tl.constexpr, DM_PAD: tl.constexpr, ZERO: tl.constexpr, ZERO_BLOCK: tl.constexpr, PDL: tl.constexpr,
-        COPIES: tl.constexpr = 1,
     ):
-        """x[b] = float(E[tok[b]]) (copy 0; the other COPIES zeroed); zeroes row b of the x_proj
-        accumulators (fused mode)."""
+        """x[b] = float(E[tok[b]]); zeroes row b of the x_proj accumulators (fused mode)."""
         b = tl.program_id(0)
         offs_m = tl.arange(0, DM_PAD)
         _pdl_wait(PDL)
@@ -604,8 +590,6 @@ if HAS_TRITON:
         t = tl.load(TOK + b)
         row = tl.load(EMB + t * stride_e + offs_m, mask=offs_m < DM, other=0.0).to(tl.float32)
         tl.store(X + b * stride_xb + offs_m, row, mask=offs_m < DM)
-        for c in tl.static_range(1, COPIES):
-            tl.store(X + b * stride_xb + c * DM + offs_m, tl.zeros([DM_PAD], tl.float32), mask=offs_m < DM)
         offs_z = tl.arange(0, ZERO_BLOCK)
         for i in tl.static_range(0, ZERO, ZERO_BLOCK):
             tl.store(DBC + b * stride_dbcb + i + offs_z, tl.zeros([ZERO_BLOCK], tl.float32), mask=i + offs_z < ZERO)
@@ -633,10 +617,9 @@ if HAS_TRITON:
     @triton.jit
     def _head_kernel(
         X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps,
-        DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr, COPIES: tl.constexpr = 1,
+        DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr,
     ):
-        """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax);
-        x is the sum of its COPIES."""
+        """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax)."""
         pid = tl.program_id(0)
         offs_v = pid * BLOCK_V + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
@@ -648,8 +631,6 @@ if HAS_TRITON:
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(0, n_rows):
             x = tl.load(X + b * stride_xb + offs_m, mask=mask_m, other=0.0)
-            for c in tl.static_range(1, COPIES):
-                x += tl.load(X + b * stride_xb + c * DM + offs_m, mask=mask_m, other=0.0)
             r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / DM + eps)
             h = x * r * nw
             logits = tl.sum(w.to(tl.float32) * h[None, :], axis=1)  # (BLOCK_V,)
@@ -709,7 +690,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    copies: int = 2  # fused: the residual and x_proj's sums each in this many copies (fewer atomics per address)
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -816,9 +796,7 @@ class TritonStep:
         }
 
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
-        """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given:
-        the float32 residual (B, copies, DM), the sum of its copies (``KernelConfig.copies``), and
-        x_proj's sums dbc (B, copies, P), zeroed."""
+        """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
         nw, w_in, b_in, cw, cb, w_x = self.layers[i][:6]
         fused = x is not None
         kc, d = self.kc, self._dummy
@@ -827,7 +805,6 @@ class TritonStep:
         warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
         split_z = fused and kc.split_z
         grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), 2 if split_z else 1)
-        copies = kc.copies if fused else 1
         self.launch(
             _mamba_in_kernel, grid,
             x if fused else d, x.stride(0) if fused else 0,
@@ -844,12 +821,11 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, COPIES=copies, **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
-        """Launch ``_mamba_out_kernel`` for layer i. ssm: (B, N, DI) view. Fused when x (the
-        residual in copies, as for ``mamba_in``) is given."""
+        """Launch ``_mamba_out_kernel`` for layer i. ssm: (B, N, DI) view. Fused when x is given."""
         _, _, _, _, _, _, w_dt, b_dt, a_log, dsk, w_out, b_out = self.layers[i]
         fused = x is not None
         kc, d = self.kc, self._dummy
@@ -872,7 +848,7 @@ class TritonStep:
             n_rows, rows,
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
-            FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem, COPIES=kc.copies if fused else 1,
+            FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
             **self.layer_meta(fused, rows), num_warps=warps,
         )
 
@@ -912,19 +888,17 @@ class TritonStep:
         f32 = torch.float32
         logits = logits_out if logits_out is not None else torch.empty(B, self.V, device=dev, dtype=f32)
         nxt = next_out if next_out is not None else torch.empty(B, device=dev, dtype=torch.long)
-        if fused:  # the residual's buffers; per-layer x_proj accumulators, zeroed by the embedding kernel
-            C = self.kc.copies
-            x = torch.empty(B, C, DM, device=dev, dtype=f32)  # the residual: the sum of its copies
-            dbc = torch.empty(B, L, C, P, device=dev, dtype=f32)
+        x = torch.empty(B, DM, device=dev, dtype=f32)
+        if fused:  # per-layer x_proj accumulators, zeroed by the embedding kernel
+            dbc = torch.empty(B, L, P, device=dev, dtype=f32)
             dbcs = [dbc[:, i] for i in range(L)]
-            zero = L * C * P
+            zero = L * P
             xc = torch.empty(B, DI, device=dev, dtype=f32)
             z = torch.empty(B, DI, device=dev, dtype=f32)
             self.launch(
                 _embed_kernel, (B,),
                 tokens, self.embed_w, self.embed_w.stride(0), x, x.stride(0), dbc, dbc.stride(0),
-                DM=DM, DM_PAD=_next_pow2(DM), ZERO=zero, ZERO_BLOCK=min(1024, _next_pow2(max(zero, 1))), COPIES=C,
-                num_warps=4,
+                DM=DM, DM_PAD=_next_pow2(DM), ZERO=zero, ZERO_BLOCK=min(1024, _next_pow2(max(zero, 1))), num_warps=4,
             )
             for i in range(L):
                 self.mamba_in(i, conv=conv[i], xc=xc, n_rows=B, x=x, z=z, dbc=dbcs[i])
@@ -937,13 +911,12 @@ class TritonStep:
                 _head_kernel, (nvb,),
                 x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
                 pmax, pidx, nvb, B, self.V, self.eps,
-                DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, COPIES=C, num_warps=self.kc.num_warps_fused,
+                DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, num_warps=self.kc.num_warps_fused,
             )
             fb = feedback if feedback is not None else nxt
             self.launch(_pick_kernel, (B,), pmax, pidx, nvb, nxt, fb, NB_PAD=_next_pow2(nvb), num_warps=4)
             return logits, nxt
         # split mode: cuBLAS for the GEMMs, the kernels between them
-        x = torch.empty(B, DM, device=dev, dtype=f32)
         act = self.layers[0][1].dtype
         x.copy_(F.embedding(tokens, self.embed_w))
         h = torch.empty(B, DM, device=dev, dtype=act)
@@ -1052,12 +1025,9 @@ def layer_step(step: TritonStep, i: int, x: Tensor, conv_state: Tensor, ssm_stat
     dev = x.device
     xc = torch.empty(B, step.DI, device=dev, dtype=torch.float32)
     z = torch.empty_like(xc)
-    dbc = torch.zeros(B, step.kc.copies, step.P, device=dev, dtype=torch.float32)
-    xs = torch.zeros(B, step.kc.copies, step.DM, device=dev, dtype=torch.float32)
-    xs[:, 0] = x
-    step.mamba_in(i, conv=conv_state.transpose(-1, -2), xc=xc, n_rows=B, x=xs, z=z, dbc=dbc)
-    step.mamba_out(i, xc=xc, z=z, dbc=dbc, ssm=ssm_state.transpose(-1, -2), n_rows=B, x=xs)
-    x.copy_(xs.sum(1))
+    dbc = torch.zeros(B, step.P, device=dev, dtype=torch.float32)
+    step.mamba_in(i, conv=conv_state.transpose(-1, -2), xc=xc, n_rows=B, x=x, z=z, dbc=dbc)
+    step.mamba_out(i, xc=xc, z=z, dbc=dbc, ssm=ssm_state.transpose(-1, -2), n_rows=B, x=x)
     return x
 
 
