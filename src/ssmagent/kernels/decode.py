@@ -616,7 +616,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _head_kernel(
-        X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps, keep_blocks,
+        X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps,
         DM: tl.constexpr, DM_PAD: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr,
     ):
         """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax)."""
@@ -625,12 +625,7 @@ if HAS_TRITON:
         mask_v = offs_v < V
         offs_m = tl.arange(0, DM_PAD)
         mask_m = offs_m < DM
-        wp = W + offs_v[:, None] * stride_w + offs_m[None, :]
-        wmask = mask_v[:, None] & mask_m[None, :]
-        if pid < keep_blocks:  # kept in L2 from one step to the next (head_l2_mb)
-            w = tl.load(wp, mask=wmask, other=0.0, eviction_policy="evict_last")
-        else:
-            w = tl.load(wp, mask=wmask, other=0.0, eviction_policy="evict_first")
+        w = tl.load(W + offs_v[:, None] * stride_w + offs_m[None, :], mask=mask_v[:, None] & mask_m[None, :], other=0.0)
         nw = tl.load(NORM_W + offs_m, mask=mask_m, other=0.0).to(tl.float32)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
@@ -695,7 +690,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    head_l2_mb: float = 0.0  # fused: the head's first this many MB of weights are kept in L2 between steps
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -917,7 +911,6 @@ class TritonStep:
                 _head_kernel, (nvb,),
                 x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
                 pmax, pidx, nvb, B, self.V, self.eps,
-                int(self.kc.head_l2_mb * 2**20) // (bv * self.head_w.stride(0) * self.head_w.element_size()),
                 DM=DM, DM_PAD=_next_pow2(DM), BLOCK_V=bv, num_warps=self.kc.num_warps_fused,
             )
             fb = feedback if feedback is not None else nxt
