@@ -514,12 +514,7 @@ if HAS_TRITON:
         nmask = mask_n[:, None] & mask_d[None, :]
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
         A2 = _pin(-tl.exp(a_log.to(tl.float32)) * 1.4426950408889634, PIN)  # (N_PAD, BLOCK_D)   A log2(e)
-        # the per-channel vectors (D here, x and z below) are loaded in the state tile's shape, every
-        # row alike, so nothing is converted to the tile's layout after the wait (4 block barriers
-        # fewer); D only in row 0, so that the sum over the tile's rows adds D x once
-        rows_n = offs_n[:, None] * 0
-        dmask = mask_d[None, :] & (offs_n[:, None] == 0)
-        dsk = _pin(tl.load(D_SKIP + offs_d[None, :] + rows_n, mask=dmask, other=0.0).to(tl.float32), PIN)
+        dsk = _pin(tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
         if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
             w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH, PIN)
             if NCH > 1:
@@ -551,8 +546,8 @@ if HAS_TRITON:
             _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(row0, tl.minimum(row0 + rows_per_prog, n_rows)):
             # every load of the in-kernel's outputs first, so that their latencies overlap
-            x = tl.load(XC + b * stride_xcb + offs_d[None, :] + rows_n, mask=nmask, other=0.0).to(tl.float32)
-            z = tl.load(Z + b * stride_zb + offs_d[None, :] + rows_n, mask=nmask, other=0.0).to(tl.float32)
+            x = tl.load(XC + b * stride_xcb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            z = tl.load(Z + b * stride_zb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             drow = DBC + b * stride_dbcb
             dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0).to(tl.float32)
             Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -563,11 +558,12 @@ if HAS_TRITON:
                 h = h0
             else:
                 h = tl.load(sp, mask=nmask, other=0.0)
-            h = h * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt[None, :] * x)
+            h = h * tl.exp2(dt[None, :] * A2) + Bv[:, None] * (dt * x)[None, :]
             if not EARLY:
                 tl.debug_barrier()  # in place: a replicated element must not be stored before all loads
             tl.store(sp, h, mask=nmask)
-            y = tl.sum((Cv[:, None] * h + dsk * x) * _silu(z), axis=0)  # (C h + D x) SiLU(z), summed
+            y = tl.sum(Cv[:, None] * h, axis=0) + dsk * x
+            y = y * _silu(z)
             if FUSED:  # this block's share of out_proj(y), added into the residual
                 y = _relayout(y)
                 xrow = X + b * stride_xb
