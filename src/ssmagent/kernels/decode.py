@@ -667,8 +667,8 @@ class KernelConfig:
     (docs/performance.md, "Tuning data"): the fused blocks and switches by
     ``benchmarks/decode_diagnostics.py sweep`` at batch 1 (32 channels x 4 warps in both kernels,
     x and z rows in separate blocks, weights pinned before the wait, kernels launching the next
-    early: 140.7 µs/step; 151.3 and 155.4 with 8 warps in the in- or out-kernel, 153.7 unpinned,
-    213.5 launching after the wait), ``fuse_max_batch`` by its ``modes`` (fused 659 against split
+    early: 140.0 µs/step; 150.4 and 154.7 with 8 warps in the in- or out-kernel, 153.4 unpinned,
+    212.5 launching after the wait), ``fuse_max_batch`` by its ``modes`` (fused 659 against split
     767 µs/step at batch 8, 1,254 against 794 at 16, the previous kernels), the split blocks by
     ``benchmarks/gpu_decode.py --tune``."""
 
