@@ -81,7 +81,9 @@ def floor() -> None:
     """Graph replay µs per kernel of a chain of 48 kernels (two per layer of paper-130m): empty ones
     (the PDL wait and trigger alone), and ones that, like a layer kernel, load d_model floats the
     previous kernel wrote, reduce them and add d_model floats into the next buffer with atomics;
-    PDL off, on with the trigger after the wait, and on with it before (as the fused layer kernels)."""
+    PDL off, on with the trigger after the wait, and on with it before (as the fused layer kernels);
+    then the last, with the sum held in 1, 2, 4 or 8 copies that every block loads and one of which
+    each block adds into (fewer blocks adding into each address)."""
     from floor_kernels import empty, load_add
 
     n = 48
