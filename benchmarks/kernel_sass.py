@@ -34,8 +34,7 @@ from ssmagent.kernels import decode  # noqa: E402
 
 DM, DI, N, R, K, P, LAYERS = 768, 1536, 16, 48, 4, 80, 24  # paper-130m
 KC = decode.KernelConfig()  # the default switches (split_z, pin, launch_early)
-CH = decode.chunk_for(DM)
-NCH = -(-DM // CH)
+META = decode.layer_meta(KC, *decode.d_model_chunks(KC, DM), fused=True, rows=1)  # as TritonStep launches them
 
 
 class Ptr:
@@ -53,7 +52,7 @@ def in_kernel_args(block: int) -> dict:
         XC=f32, stride_xcb=DI, Z=f32, stride_zb=DI, W_X=bf16, stride_wx=DI, DBC=f32, stride_dbcb=LAYERS * P,
         n_rows=1, rows_per_prog=1, eps=1e-5,
         DM=DM, DI=DI, K=K, K_PAD=K, P=P, P_PAD=128, BLOCK_D=block, FUSED=True, HAS_B_IN=False,
-        HAS_CONV_B=True, PDL=True, CH=CH, NCH=NCH, EARLY=True, SPLIT_Z=KC.split_z, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
+        HAS_CONV_B=True, PDL=True, SPLIT_Z=KC.split_z, **META,
     )
 
 
@@ -65,7 +64,7 @@ def out_kernel_args(block: int) -> dict:
         SSM=f32, s_sb=N * DI * LAYERS, s_sn=DI, s_sd=1, Y=f32, stride_yb=0, W_OUT=bf16, stride_wo=DI,
         B_OUT=f32, X=f32, stride_xb=DM, n_rows=1, rows_per_prog=1,
         DI=DI, N=N, N_PAD=N, R=R, R_PAD=64, DM=DM, BLOCK_D=block, FUSED=True, HAS_B_OUT=False, PDL=True,
-        CH=CH, NCH=NCH, EARLY=True, LAUNCH_EARLY=KC.launch_early, PIN=KC.pin,
+        **META,
     )
 
 

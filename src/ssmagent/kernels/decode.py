@@ -698,6 +698,26 @@ def _pdl_supported(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9
 
 
+def d_model_chunks(kc: KernelConfig, d_model: int) -> tuple[int, int]:
+    """(chunk, number of chunks) of d_model in the fused kernels: ``kc.chunk`` or ``chunk_for``."""
+    chunk = kc.chunk or chunk_for(d_model)
+    n_chunks = -(-d_model // chunk)
+    if chunk & (chunk - 1) or n_chunks > 4:
+        raise ValueError(f"chunk {chunk} must be a power of two that covers d_model {d_model} in at most 4 chunks")
+    return chunk, n_chunks
+
+
+def layer_meta(kc: KernelConfig, chunk: int, n_chunks: int, fused: bool, rows: int) -> dict[str, Any]:
+    """The compile-time switches both layer kernels share: d_model's chunks, whether the states are
+    loaded before the PDL wait (fused, one batch row per block), and the fused mode's
+    ``launch_early`` and ``pin``. A function of the config alone, so that ``benchmarks/kernel_sass.py``
+    compiles the kernels with the switches ``TritonStep`` launches them with."""
+    return {
+        "CH": chunk, "NCH": n_chunks, "EARLY": fused and rows == 1 and kc.early_state,
+        "LAUNCH_EARLY": fused and kc.launch_early, "PIN": fused and kc.pin,
+    }
+
+
 class _Launcher:
     """Launches a Triton kernel, with PDL where enabled (falling back to none if refused)."""
 
@@ -771,10 +791,7 @@ class TritonStep:
         self.V = c.vocab_size
         self.eps = float(c.norm_eps)
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
-        self.chunk = self.kc.chunk or chunk_for(self.DM)
-        self.n_chunks = -(-self.DM // self.chunk)
-        if self.chunk & (self.chunk - 1) or self.n_chunks > 4:
-            raise ValueError(f"chunk {self.chunk} must be a power of two that covers d_model {self.DM} in at most 4 chunks")
+        self.chunk, self.n_chunks = d_model_chunks(self.kc, self.DM)
         self.signature = self.param_signature(model)
 
     @staticmethod
@@ -786,14 +803,7 @@ class TritonStep:
         return batch <= self.kc.fuse_max_batch
 
     def layer_meta(self, fused: bool, rows: int) -> dict[str, Any]:
-        """The compile-time switches both layer kernels share: d_model's chunks, whether the states
-        are loaded before the PDL wait (fused, one batch row per block), and the fused mode's
-        ``launch_early`` and ``pin``."""
-        kc = self.kc
-        return {
-            "CH": self.chunk, "NCH": self.n_chunks, "EARLY": fused and rows == 1 and kc.early_state,
-            "LAUNCH_EARLY": fused and kc.launch_early, "PIN": fused and kc.pin,
-        }
+        return layer_meta(self.kc, self.chunk, self.n_chunks, fused, rows)
 
     def mamba_in(self, i: int, *, conv: Tensor, xc: Tensor, n_rows: int, x=None, z=None, dbc=None, xz=None) -> None:
         """Launch ``_mamba_in_kernel`` for layer i. conv: (B, K, DI) view. Fused when x is given."""
