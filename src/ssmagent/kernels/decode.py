@@ -357,7 +357,7 @@ if HAS_TRITON:
             tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
 
     @triton.jit
-    def _l2_keep(BASE, j0, j1, first, stride, piece, nbytes, prog, LANES: tl.constexpr):
+    def _l2_keep(BASE, j0, j1, first, stride, piece, nbytes, prog, LANES: tl.constexpr, ASM: tl.constexpr):
         """Asks L2 to fetch and keep (evict_last) pieces j0 + prog LANES + lane < j1 of the bytes at
         BASE, piece j at (first + j stride) piece: one bulk prefetch per lane, nothing waits for it."""
         j = j0 + prog * LANES + tl.arange(0, LANES)
@@ -366,14 +366,7 @@ if HAS_TRITON:
         size = tl.where(j < j1, size, 0).to(tl.int32)
         base = BASE.to(tl.pointer_type(tl.int8), bitcast=True)
         tl.inline_asm_elementwise(
-            """{
-            .reg .pred p;
-            .reg .b64 pol;
-            setp.gt.s32 p, $2, 0;
-            createpolicy.fractional.L2::evict_last.b64 pol, 1.0;
-            @p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, pol;
-            mov.u32 $0, 0;
-            }""",
+            ASM,
             "=r,l,r", [base + off, size], dtype=tl.int32, is_pure=False, pack=1,
         )
 
@@ -516,7 +509,7 @@ if HAS_TRITON:
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False, EV: tl.constexpr = "",
-        PF=0, pf_j0=0, pf_j1=0, pf_first=0, pf_stride=1, pf_piece=16, pf_bytes=0, L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128,
+        PF=0, pf_j0=0, pf_j1=0, pf_first=0, pf_stride=1, pf_piece=16, pf_bytes=0, L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_ASM: tl.constexpr = "",
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -538,7 +531,7 @@ if HAS_TRITON:
         A2 = _pin(-tl.exp(a_log.to(tl.float32)) * 1.4426950408889634, PIN)  # (N_PAD, BLOCK_D)   A log2(e)
         dsk = _pin(tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
         if L2PF:
-            _l2_keep(PF, pf_j0, pf_j1, pf_first, pf_stride, pf_piece, pf_bytes, pid_d, PF_LANES)
+            _l2_keep(PF, pf_j0, pf_j1, pf_first, pf_stride, pf_piece, pf_bytes, pid_d, PF_LANES, PF_ASM)
         if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
             w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH, PIN, EV)
             if NCH > 1:
@@ -719,6 +712,14 @@ class KernelConfig:
     head_l2_layers: int = 8
     head_l2_stride: int = 1  # 1: the head's last rows; 2: every other head block from head_l2_skip_mb on
     head_l2_skip_mb: float = 0.0
+    head_l2_policy: str = "evict_last"  # or "": no cache hint
+
+
+def _prefetch_asm(policy: str) -> str:
+    if policy:
+        return ("{ .reg .pred p; .reg .b64 pol; setp.gt.s32 p, $2, 0; createpolicy.fractional.L2::" + policy + ".b64 pol, 1.0; "
+                "@p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, pol; mov.u32 $0, 0; }")
+    return "{ .reg .pred p; setp.gt.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }"
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -910,7 +911,7 @@ class TritonStep:
         per = -(-keep // n)
         j0, j1 = slot * per, min(keep, (slot + 1) * per)
         return {"PF": w, "pf_j0": j0, "pf_j1": j1, "pf_first": first, "pf_stride": kc.head_l2_stride,
-                "pf_piece": piece, "pf_bytes": nbytes, "L2PF": True, "PF_LANES": lanes}
+                "pf_piece": piece, "pf_bytes": nbytes, "L2PF": True, "PF_LANES": lanes, "PF_ASM": _prefetch_asm(kc.head_l2_policy)}
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
         B = x.shape[0]
