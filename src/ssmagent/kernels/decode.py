@@ -279,17 +279,17 @@ if HAS_TRITON:
         return mask & ((mask.to(tl.int32) * 0 + v) == 0)
 
     @triton.jit
-    def _row_chunk(W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, EV: tl.constexpr):
+    def _row_chunk(W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr):
         """Columns [k CH, (k + 1) CH) of the given rows of a row-major (·, DM) matrix: (rows, CH)."""
         offs = k * CH + tl.arange(0, CH)
-        return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0, eviction_policy=EV)
+        return tl.load(W + rows[:, None] * stride + offs[None, :], mask=mask_r[:, None] & (offs[None, :] < DM), other=0.0)
 
     @triton.jit
-    def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr, EV: tl.constexpr):
+    def _col_chunk(W, cols, mask_c, stride, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, PIN: tl.constexpr):
         """Rows [k CH, (k + 1) CH) of the given columns of a row-major (DM, ·) matrix: (CH, cols);
         where PIN, in float32, converted here (before the wait)."""
         offs = k * CH + tl.arange(0, CH)
-        w = tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0, eviction_policy=EV)
+        w = tl.load(W + offs[:, None] * stride + cols[None, :], mask=(offs[:, None] < DM) & mask_c[None, :], other=0.0)
         if PIN:
             w = _pin(w.to(tl.float32), PIN)
         return w
@@ -300,16 +300,16 @@ if HAS_TRITON:
         return tl.load(V + offs, mask=offs < DM, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr, EV: tl.constexpr):
+    def _in_weights(W_IN, NORM_W, rows, mask_r, stride, k: tl.constexpr, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
         """Chunk k of the given in_proj rows, of the z rows DI further on where BOTH (else the first
         tile again, unused), and of the norm's weight; where PIN, the tiles are float32 and already
         multiplied by the norm's weight."""
         nw = _vec_chunk(NORM_W, k, DM, CH)
-        w_a = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH, EV)
+        w_a = _row_chunk(W_IN, rows, mask_r, stride, k, DM, CH)
         if PIN:
             w_a = _pin(w_a.to(tl.float32) * nw[None, :], PIN)
         if BOTH:
-            w_b = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH, EV)
+            w_b = _row_chunk(W_IN, rows + DI, mask_r, stride, k, DM, CH)
             if PIN:
                 w_b = _pin(w_b.to(tl.float32) * nw[None, :], PIN)
         else:
@@ -357,20 +357,6 @@ if HAS_TRITON:
             tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
 
     @triton.jit
-    def _l2_keep(BASE, j0, j1, first, stride, piece, nbytes, prog, LANES: tl.constexpr, ASM: tl.constexpr):
-        """Asks L2 to fetch and keep (evict_last) pieces j0 + prog LANES + lane < j1 of the bytes at
-        BASE, piece j at (first + j stride) piece: one bulk prefetch per lane, nothing waits for it."""
-        j = j0 + prog * LANES + tl.arange(0, LANES)
-        off = (first + j.to(tl.int64) * stride) * piece
-        size = tl.minimum(tl.maximum(nbytes - off, 0), piece)
-        size = tl.where(j < j1, size, 0).to(tl.int32)
-        base = BASE.to(tl.pointer_type(tl.int8), bitcast=True)
-        tl.inline_asm_elementwise(
-            ASM,
-            "=r,l,r", [base + off, size], dtype=tl.int32, is_pure=False, pack=1,
-        )
-
-    @triton.jit
     def _out_chunk(XROW, w_o, y, b_o, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
         """Adds this block's share of out_proj(y), rows [k CH, (k + 1) CH), into the residual."""
         offs = k * CH + tl.arange(0, CH)
@@ -396,7 +382,7 @@ if HAS_TRITON:
         P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False, EV: tl.constexpr = "",
+        SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -426,13 +412,13 @@ if HAS_TRITON:
             # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
             # stays within a warp
             rows_a = offs_d + half * DI
-            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH, PIN, EV)
+            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH, PIN)
             if NCH > 1:
-                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH, PIN, EV)
+                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH, PIN)
             if NCH > 2:
-                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH, PIN, EV)
+                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH, PIN)
             if NCH > 3:
-                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH, PIN, EV)
+                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH, PIN)
             if HAS_B_IN:
                 ba = _pin(tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32), PIN)
                 if BOTH:
@@ -508,8 +494,7 @@ if HAS_TRITON:
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
-        LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False, EV: tl.constexpr = "",
-        PF=0, pf_j0=0, pf_j1=0, pf_first=0, pf_stride=1, pf_piece=16, pf_bytes=0, L2PF: tl.constexpr = False, PF_LANES: tl.constexpr = 128, PF_ASM: tl.constexpr = "",
+        LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
     ):
         if LAUNCH_EARLY:
             _pdl_launch(PDL)
@@ -530,16 +515,14 @@ if HAS_TRITON:
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
         A2 = _pin(-tl.exp(a_log.to(tl.float32)) * 1.4426950408889634, PIN)  # (N_PAD, BLOCK_D)   A log2(e)
         dsk = _pin(tl.load(D_SKIP + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
-        if L2PF:
-            _l2_keep(PF, pf_j0, pf_j1, pf_first, pf_stride, pf_piece, pf_bytes, pid_d, PF_LANES, PF_ASM)
         if FUSED:  # this block's columns of out_proj, in NCH chunks of CH rows (and the bias's)
-            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH, PIN, EV)
+            w_o0 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 0, DM, CH, PIN)
             if NCH > 1:
-                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 1, DM, CH, PIN, EV)
+                w_o1 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 1, DM, CH, PIN)
             if NCH > 2:
-                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 2, DM, CH, PIN, EV)
+                w_o2 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 2, DM, CH, PIN)
             if NCH > 3:
-                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 3, DM, CH, PIN, EV)
+                w_o3 = _col_chunk(W_OUT, offs_d, mask_d, stride_wo, 3, DM, CH, PIN)
             first = (pid_d == 0).to(tl.float32)  # the bias is added by the first block only
             b_o0 = 0.0
             b_o1 = 0.0
@@ -707,19 +690,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    weights_evict: str = ""  # experiment: eviction policy of the layer weights' loads
-    head_l2_mb: float = 0.0  # experiment: MB of the head's rows asked of L2 (evict_last) by the last layers
-    head_l2_layers: int = 8
-    head_l2_stride: int = 1  # 1: the head's last rows; 2: every other head block from head_l2_skip_mb on
-    head_l2_skip_mb: float = 0.0
-    head_l2_policy: str = "evict_last"  # or "": no cache hint
-
-
-def _prefetch_asm(policy: str) -> str:
-    if policy:
-        return ("{ .reg .pred p; .reg .b64 pol; setp.gt.s32 p, $2, 0; createpolicy.fractional.L2::" + policy + ".b64 pol, 1.0; "
-                "@p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, pol; mov.u32 $0, 0; }")
-    return "{ .reg .pred p; setp.gt.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }"
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -861,7 +831,7 @@ class TritonStep:
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
             P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
-            SPLIT_Z=split_z, EV=kc.weights_evict if fused else "", **self.layer_meta(fused, rows), num_warps=warps,
+            SPLIT_Z=split_z, **self.layer_meta(fused, rows), num_warps=warps,
         )
 
     def mamba_out(self, i: int, *, xc: Tensor, z: Tensor, dbc: Tensor, ssm: Tensor, n_rows: int, y=None, x=None) -> None:
@@ -888,30 +858,9 @@ class TritonStep:
             n_rows, rows,
             DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
-            FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem, EV=kc.weights_evict if fused else "",
-            **(self.head_keep(i, grid[0], 32 * warps) if fused else {}), **self.layer_meta(fused, rows), num_warps=warps,
+            FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
+            **self.layer_meta(fused, rows), num_warps=warps,
         )
-
-    def head_keep(self, i: int, n_prog: int, lanes: int) -> dict[str, Any]:
-        """(experiment) layer i's out-kernel's share of the head blocks to ask L2 for."""
-        kc, L, w = self.kc, len(self.layers), self.head_w
-        n = min(kc.head_l2_layers, L)
-        if kc.head_l2_mb <= 0 or i < L - n or not self.launch.pdl or not w.is_contiguous():
-            return {}
-        piece = kc.block_v * w.stride(0) * w.element_size()
-        nbytes = w.numel() * w.element_size()
-        n_blocks = -(-nbytes // piece)
-        keep = min(int(kc.head_l2_mb * 2**20) // piece, n_blocks)
-        if kc.head_l2_stride == 1:
-            first = n_blocks - keep
-        else:
-            first = int(kc.head_l2_skip_mb * 2**20) // piece
-            keep = min(keep, (n_blocks - first) // kc.head_l2_stride)
-        slot = i - (L - n)
-        per = -(-keep // n)
-        j0, j1 = slot * per, min(keep, (slot + 1) * per)
-        return {"PF": w, "pf_j0": j0, "pf_j1": j1, "pf_first": first, "pf_stride": kc.head_l2_stride,
-                "pf_piece": piece, "pf_bytes": nbytes, "L2PF": True, "PF_LANES": lanes, "PF_ASM": _prefetch_asm(kc.head_l2_policy)}
 
     def rmsnorm(self, x: Tensor, weight: Tensor, h: Tensor, o: Tensor | None = None) -> None:
         B = x.shape[0]
