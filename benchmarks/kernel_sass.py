@@ -51,7 +51,7 @@ def in_kernel_args(block: int) -> dict:
         CONV=bf16, s_cb=K * DI * LAYERS, s_ck=DI, s_cd=1, CONV_W=bf16, s_cwd=K, s_cwk=1, CONV_B=bf16,
         XC=f32, stride_xcb=DI, Z=f32, stride_zb=DI, W_X=bf16, stride_wx=DI, DBC=f32, stride_dbcb=LAYERS * P,
         n_rows=1, rows_per_prog=1, eps=1e-5,
-        DM=DM, DI=DI, K=K, K_PAD=K, P=P, P_A=64, P_B=16, BLOCK_D=block, FUSED=True, HAS_B_IN=False,
+        DM=DM, DI=DI, K=K, K_PAD=K, P=P, P_PAD=128, BLOCK_D=block, FUSED=True, HAS_B_IN=False,
         HAS_CONV_B=True, PDL=True, SPLIT_Z=KC.split_z, **META,
     )
 
@@ -63,7 +63,7 @@ def out_kernel_args(block: int) -> dict:
         W_DT=bf16, s_wdt_d=R, s_wdt_r=1, B_DT=bf16, A_LOG=f32, s_a_d=N, s_a_n=1, D_SKIP=f32,
         SSM=f32, s_sb=N * DI * LAYERS, s_sn=DI, s_sd=1, Y=f32, stride_yb=0, W_OUT=bf16, stride_wo=DI,
         B_OUT=f32, X=f32, stride_xb=DM, n_rows=1, rows_per_prog=1,
-        DI=DI, N=N, N_PAD=N, R=R, R_A=32, R_B=16, DM=DM, BLOCK_D=block, FUSED=True, HAS_B_OUT=False, PDL=True,
+        DI=DI, N=N, N_PAD=N, R=R, R_PAD=64, DM=DM, BLOCK_D=block, FUSED=True, HAS_B_OUT=False, PDL=True,
         **META,
     )
 

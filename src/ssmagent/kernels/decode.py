@@ -118,15 +118,6 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def pow2_tiles(n: int) -> tuple[int, int]:
-    """(a, b): n covered by a tile of a, the largest power of two up to n, and one of b, the
-    smallest power of two that covers the rest (0 if none is left). Triton's tiles are powers of
-    two, and x_proj's 80 rows or dt_proj's 48 columns padded to one tile (128, 64) put a third or a
-    quarter of the layer kernels' products after the PDL wait on zeros."""
-    a = 1 << (n.bit_length() - 1)
-    return a, _next_pow2(n - a) if n > a else 0
-
-
 def chunk_for(d_model: int) -> int:
     """The fused kernels' d_model chunk: at most 256 columns where 4 chunks cover d_model (768 = 3 x
     256, no padding; a 256-column chunk's reduction stays within one warp), more where they do not."""
@@ -346,22 +337,9 @@ if HAS_TRITON:
         return x * x, pa, pb
 
     @triton.jit
-    def _x_proj_tile(W_X, stride_wx, offs_d, mask_x, first: tl.constexpr, ROWS: tl.constexpr, P: tl.constexpr, PIN: tl.constexpr):
-        """Rows [first, first + ROWS) of x_proj (zero from P on) at this block's channels: (ROWS, BLOCK_D)."""
-        offs = first + tl.arange(0, ROWS)
-        w = tl.load(W_X + offs[:, None] * stride_wx + offs_d[None, :], mask=(offs[:, None] < P) & mask_x[None, :], other=0.0)
-        return _pin(w.to(tl.float32), PIN)
-
-    @triton.jit
-    def _x_proj_share(ROW, w, xr, first: tl.constexpr, ROWS: tl.constexpr, P: tl.constexpr, SEM: tl.constexpr):
-        """Adds this block's share of x_proj's rows [first, first + ROWS) into ROW."""
-        offs = first + tl.arange(0, ROWS)
-        tl.atomic_add(ROW + offs, tl.sum(w * xr, axis=1), mask=offs < P, sem=SEM)
-
-    @triton.jit
     def _conv_tail(
         b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
-        wxp, wxq, DBC, stride_dbcb, P: tl.constexpr, P_A: tl.constexpr, P_B: tl.constexpr, K: tl.constexpr, FUSED: tl.constexpr,
+        wxp, offs_p, DBC, stride_dbcb, P: tl.constexpr, K: tl.constexpr, FUSED: tl.constexpr,
         SEM: tl.constexpr, BARRIER: tl.constexpr,
     ):
         """The conv window's shift (in place), SILU(conv) into XC and, fused, x_proj's share."""
@@ -374,11 +352,9 @@ if HAS_TRITON:
         acc = tl.sum(cw * window, axis=0) + cb
         xc = _silu(acc)
         tl.store(XC + b * stride_xcb + offs_d, xc.to(XC.dtype.element_ty), mask=mask_d)
-        if FUSED:  # this block's share of x_proj(xc), rows [0, P_A) and [P_A, P)
-            xr = _relayout(xc)[None, :]
-            _x_proj_share(DBC + b * stride_dbcb, wxp, xr, 0, P_A, P, SEM)
-            if P_B > 0:
-                _x_proj_share(DBC + b * stride_dbcb, wxq, xr, P_A, P_B, P, SEM)
+        if FUSED:  # this block's share of x_proj(xc)
+            part = tl.sum(wxp * _relayout(xc)[None, :], axis=1)  # (P_PAD,)
+            tl.atomic_add(DBC + b * stride_dbcb + offs_p, part, mask=offs_p < P, sem=SEM)
 
     @triton.jit
     def _out_chunk(XROW, w_o, y, b_o, k: tl.constexpr, DM: tl.constexpr, CH: tl.constexpr, HAS_B: tl.constexpr, SEM: tl.constexpr):
@@ -388,19 +364,6 @@ if HAS_TRITON:
         if HAS_B:
             out += b_o
         tl.atomic_add(XROW + offs, out, mask=offs < DM, sem=SEM)
-
-    @triton.jit
-    def _dt_tile(W_DT, s_d, s_r, offs_d, mask_d, first: tl.constexpr, COLS: tl.constexpr, R: tl.constexpr, PIN: tl.constexpr):
-        """Columns [first, first + COLS) of dt_proj (zero from R on) at this block's channels: (BLOCK_D, COLS)."""
-        offs = first + tl.arange(0, COLS)
-        w = tl.load(W_DT + offs_d[:, None] * s_d + offs[None, :] * s_r, mask=mask_d[:, None] & (offs[None, :] < R), other=0.0)
-        return _pin(w.to(tl.float32), PIN)
-
-    @triton.jit
-    def _dt_share(DROW, w, first: tl.constexpr, COLS: tl.constexpr, R: tl.constexpr):
-        """dt_proj's columns [first, first + COLS) times dt_low's entries there: (BLOCK_D,)."""
-        offs = first + tl.arange(0, COLS)
-        return tl.sum(w * tl.load(DROW + offs, mask=offs < R, other=0.0).to(tl.float32)[None, :], axis=1)
 
     @triton.jit
     def _mamba_in_kernel(
@@ -416,7 +379,7 @@ if HAS_TRITON:
         DBC, stride_dbcb,  # fused, out: x_proj(xc), float32 (B, P), zeroed beforehand (atomic +=)
         n_rows, rows_per_prog, eps,
         DM: tl.constexpr, DI: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-        P: tl.constexpr, P_A: tl.constexpr, P_B: tl.constexpr, BLOCK_D: tl.constexpr,
+        P: tl.constexpr, P_PAD: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_IN: tl.constexpr, HAS_CONV_B: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
         SPLIT_Z: tl.constexpr = False, LAUNCH_EARLY: tl.constexpr = False, PIN: tl.constexpr = False,
@@ -442,8 +405,8 @@ if HAS_TRITON:
             cb = _pin(tl.load(CONV_B + offs_d, mask=mask_x, other=0.0).to(tl.float32), PIN)
         else:
             cb = tl.zeros([BLOCK_D], dtype=tl.float32)
-        wxp = cb[None, :]  # (x_proj's tiles in the fused mode; unused in the split mode)
-        wxq = wxp
+        offs_p = tl.arange(0, P_PAD)
+        wxp = cb[None, :]  # (x_proj's tile in the fused mode; unused in the split mode)
         if FUSED:
             # this block's rows of in_proj (its channels of x and of z, or of its half), in NCH
             # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
@@ -460,9 +423,10 @@ if HAS_TRITON:
                 ba = _pin(tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32), PIN)
                 if BOTH:
                     bz = _pin(tl.load(B_IN + DI + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
-            wxp = _x_proj_tile(W_X, stride_wx, offs_d, mask_x, 0, P_A, P, PIN)
-            if P_B > 0:
-                wxq = _x_proj_tile(W_X, stride_wx, offs_d, mask_x, P_A, P_B, P, PIN)
+            wxp = _pin(tl.load(
+                W_X + offs_p[:, None] * stride_wx + offs_d[None, :],
+                mask=(offs_p[:, None] < P) & mask_x[None, :], other=0.0,
+            ).to(tl.float32), PIN)  # (P_PAD, BLOCK_D)
         smask = (offs_k[:, None] < K) & mask_x[None, :]
         omask = (offs_k[:, None] + 1 < K) & mask_x[None, :]
         row0 = pid_r * rows_per_prog
@@ -498,7 +462,7 @@ if HAS_TRITON:
                 if SPLIT_Z:
                     if half == 0:
                         _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
-                                   wxp, wxq, DBC, stride_dbcb, P, P_A, P_B, K, FUSED, SEM, not EARLY)
+                                   wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
                     else:
                         tl.store(Z + b * stride_zb + offs_d, xi, mask=mask_d)
                 else:
@@ -507,11 +471,11 @@ if HAS_TRITON:
                         z += bz
                     tl.store(Z + b * stride_zb + offs_d, z, mask=mask_d)
                     _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
-                               wxp, wxq, DBC, stride_dbcb, P, P_A, P_B, K, FUSED, SEM, not EARLY)
+                               wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
             else:
                 xi = tl.load(XZ + b * stride_xzb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 _conv_tail(b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
-                           wxp, wxq, DBC, stride_dbcb, P, P_A, P_B, K, FUSED, SEM, not EARLY)
+                           wxp, offs_p, DBC, stride_dbcb, P, K, FUSED, SEM, not EARLY)
 
     @triton.jit
     def _mamba_out_kernel(
@@ -526,7 +490,7 @@ if HAS_TRITON:
         W_OUT, stride_wo, B_OUT,  # fused: out_proj (DM, DI), bias (DM,) or dummy
         X, stride_xb,  # fused, out (atomic +=): the float32 residual (B, DM)
         n_rows, rows_per_prog,
-        DI: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr, R_A: tl.constexpr, R_B: tl.constexpr,
+        DI: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr,
         DM: tl.constexpr, BLOCK_D: tl.constexpr,
         FUSED: tl.constexpr, HAS_B_OUT: tl.constexpr, PDL: tl.constexpr,
         SEM: tl.constexpr = "relaxed", CH: tl.constexpr = 256, NCH: tl.constexpr = 1, EARLY: tl.constexpr = False,
@@ -538,13 +502,14 @@ if HAS_TRITON:
         pid_r = tl.program_id(1)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < DI
+        offs_r = tl.arange(0, R_PAD)
         offs_n = tl.arange(0, N_PAD)
         mask_n = offs_n < N
         # ---- weights
-        wdt = _dt_tile(W_DT, s_wdt_d, s_wdt_r, offs_d, mask_d, 0, R_A, R, PIN)
-        wdq = wdt
-        if R_B > 0:
-            wdq = _dt_tile(W_DT, s_wdt_d, s_wdt_r, offs_d, mask_d, R_A, R_B, R, PIN)
+        wdt = _pin(tl.load(
+            W_DT + offs_d[:, None] * s_wdt_d + offs_r[None, :] * s_wdt_r,
+            mask=mask_d[:, None] & (offs_r[None, :] < R), other=0.0,
+        ).to(tl.float32), PIN)  # (BLOCK_D, R_PAD)
         bdt = _pin(tl.load(B_DT + offs_d, mask=mask_d, other=0.0).to(tl.float32), PIN)
         nmask = mask_n[:, None] & mask_d[None, :]
         a_log = tl.load(A_LOG + offs_d[None, :] * s_a_d + offs_n[:, None] * s_a_n, mask=nmask, other=0.0)
@@ -584,12 +549,10 @@ if HAS_TRITON:
             x = tl.load(XC + b * stride_xcb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             z = tl.load(Z + b * stride_zb + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             drow = DBC + b * stride_dbcb
+            dt_low = tl.load(drow + offs_r, mask=offs_r < R, other=0.0).to(tl.float32)
             Bv = tl.load(drow + R + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             Cv = tl.load(drow + R + N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            dt = _dt_share(drow, wdt, 0, R_A, R) + bdt  # dt_proj(dt_low), columns [0, R_A) and [R_A, R)
-            if R_B > 0:
-                dt += _dt_share(drow, wdq, R_A, R_B, R)
-            dt = _softplus(dt)  # (BLOCK_D,)
+            dt = _softplus(tl.sum(wdt * dt_low[None, :], axis=1) + bdt)  # (BLOCK_D,)
             sp = SSM + b * s_sb + offs_n[:, None] * s_sn + offs_d[None, :] * s_sd
             if EARLY:
                 h = h0
@@ -727,8 +690,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    trim_x_proj: bool = True
-    trim_dt_proj: bool = True
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -827,8 +788,6 @@ class TritonStep:
         c = self.cfg
         self.DM, self.DI, self.N, self.R, self.K = c.d_model, c.d_inner, c.d_state, c.dt_rank, c.d_conv
         self.P = self.R + 2 * self.N
-        self.P_A, self.P_B = pow2_tiles(self.P) if self.kc.trim_x_proj else (_next_pow2(self.P), 0)
-        self.R_A, self.R_B = pow2_tiles(self.R) if self.kc.trim_dt_proj else (_next_pow2(self.R), 0)
         self.V = c.vocab_size
         self.eps = float(c.norm_eps)
         self._dummy = torch.zeros(1, device=self.device, dtype=torch.float32)
@@ -870,7 +829,7 @@ class TritonStep:
             dbc if fused else d, dbc.stride(0) if fused else 0,
             n_rows, rows, self.eps,
             DM=self.DM, DI=self.DI, K=self.K, K_PAD=_next_pow2(self.K),
-            P=self.P, P_A=self.P_A, P_B=self.P_B, BLOCK_D=block,
+            P=self.P, P_PAD=_next_pow2(self.P), BLOCK_D=block,
             FUSED=fused, HAS_B_IN=b_in is not None, HAS_CONV_B=cb is not None, SEM=kc.atomic_sem,
             SPLIT_Z=split_z, **self.layer_meta(fused, rows), num_warps=warps,
         )
@@ -897,7 +856,7 @@ class TritonStep:
             w_out, w_out.stride(0), b_out if b_out is not None else d,
             x if fused else d, x.stride(0) if fused else 0,
             n_rows, rows,
-            DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_A=self.R_A, R_B=self.R_B,
+            DI=self.DI, N=self.N, N_PAD=_next_pow2(self.N), R=self.R, R_PAD=_next_pow2(self.R),
             DM=self.DM, BLOCK_D=block,
             FUSED=fused, HAS_B_OUT=b_out is not None, SEM=kc.atomic_sem,
             **self.layer_meta(fused, rows), num_warps=warps,
@@ -1029,7 +988,7 @@ def conv_step(xi: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | Non
         cs, cs.stride(0), cs.stride(1), cs.stride(2),
         weight, weight.stride(0), weight.stride(2), bias if bias is not None else d,
         xc, xc.stride(0), d, 0, d, 0, d, 0, B, 1, 0.0,
-        DM=1, DI=DI, K=K, K_PAD=_next_pow2(K), P=1, P_A=1, P_B=0, BLOCK_D=block_d,
+        DM=1, DI=DI, K=K, K_PAD=_next_pow2(K), P=1, P_PAD=1, BLOCK_D=block_d,
         FUSED=False, HAS_B_IN=False, HAS_CONV_B=bias is not None, PDL=False,
     )
     return xc
@@ -1062,7 +1021,7 @@ def ssm_step(
         A_log, A_log.stride(0), A_log.stride(1), D,
         ss, ss.stride(0), ss.stride(1), ss.stride(2),
         y, y.stride(0), d, 0, d, d, 0, B, rows,
-        DI=DI, N=N, N_PAD=_next_pow2(N), R=R, R_A=pow2_tiles(R)[0], R_B=pow2_tiles(R)[1], DM=1,
+        DI=DI, N=N, N_PAD=_next_pow2(N), R=R, R_PAD=_next_pow2(R), DM=1,
         BLOCK_D=block_d, FUSED=False, HAS_B_OUT=False, PDL=False,
     )
     return y
