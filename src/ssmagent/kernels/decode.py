@@ -626,26 +626,26 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         offs_v = pid * BLOCK_V + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
-        w0, _, nw0 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 0, DM, 0, CH, False, PIN)
+        w0, _wb0, nw0 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 0, DM, 0, CH, False, PIN)
         if NCH > 1:
-            w1, _, nw1 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 1, DM, 0, CH, False, PIN)
+            w1, _wb1, nw1 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 1, DM, 0, CH, False, PIN)
         if NCH > 2:
-            w2, _, nw2 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 2, DM, 0, CH, False, PIN)
+            w2, _wb2, nw2 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 2, DM, 0, CH, False, PIN)
         if NCH > 3:
-            w3, _, nw3 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 3, DM, 0, CH, False, PIN)
+            w3, _wb3, nw3 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 3, DM, 0, CH, False, PIN)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(0, n_rows):
             xrow = X + b * stride_xb
-            ss, pa, _ = _in_chunk(xrow, w0, w0, nw0, 0, DM, CH, False, PIN)
+            ss, pa, _pb = _in_chunk(xrow, w0, w0, nw0, 0, DM, CH, False, PIN)
             if NCH > 1:
-                s1, a1, _ = _in_chunk(xrow, w1, w1, nw1, 1, DM, CH, False, PIN)
+                s1, a1, _pb1 = _in_chunk(xrow, w1, w1, nw1, 1, DM, CH, False, PIN)
                 ss, pa = ss + s1, pa + a1
             if NCH > 2:
-                s2, a2, _ = _in_chunk(xrow, w2, w2, nw2, 2, DM, CH, False, PIN)
+                s2, a2, _pb2 = _in_chunk(xrow, w2, w2, nw2, 2, DM, CH, False, PIN)
                 ss, pa = ss + s2, pa + a2
             if NCH > 3:
-                s3, a3, _ = _in_chunk(xrow, w3, w3, nw3, 3, DM, CH, False, PIN)
+                s3, a3, _pb3 = _in_chunk(xrow, w3, w3, nw3, 3, DM, CH, False, PIN)
                 ss, pa = ss + s3, pa + a3
             r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_V,), every row the same
             logits = tl.sum(pa, axis=1) * r  # (BLOCK_V,)
