@@ -3,10 +3,12 @@
     python benchmarks/kernel_sass.py                     # the default block sizes and switches
     python benchmarks/kernel_sass.py in:8:4 out:16:4     # kernel:channels per block:warps
     python benchmarks/kernel_sass.py in:32:8:PIN=0       # ... and compile-time switches overridden
+    python benchmarks/kernel_sass.py head:16:4           # the head: vocabulary rows per block:warps
 
 At batch 1 a layer kernel's time after the wait is a serial chain (docs/performance.md), so the
-instructions there, and the block barriers and shuffles among them, are what to shorten. This
-compiles ``_mamba_in_kernel`` / ``_mamba_out_kernel`` for sm_90 with paper-130m's shapes (bf16
+instructions there, and the block barriers and shuffles among them, are what to shorten; the
+registers per thread bound how many blocks load their weights before the wait. This compiles
+``_mamba_in_kernel`` / ``_mamba_out_kernel`` / ``_head_kernel`` for sm_90 with paper-130m's shapes (bf16
 weights, float32 activations, batch 1, one row per block, PDL on) through Triton's own ptxas and
 nvdisasm, so it needs no GPU. The counts are static: at batch 1 each instruction runs once.
 Integer arguments are specialised as Triton's launcher does (1 as a constant, multiples of 16
@@ -19,7 +21,9 @@ from __future__ import annotations
 import collections
 import os
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the launcher's default, stated (silences a warning)
@@ -33,6 +37,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from ssmagent.kernels import decode  # noqa: E402
 
 DM, DI, N, R, K, P, LAYERS = 768, 1536, 16, 48, 4, 80, 24  # paper-130m
+VOCAB = 50280  # DESIGN.md §6's vocabulary
 KC = decode.KernelConfig()  # the default switches (split_z, pin, launch_early)
 META = decode.layer_meta(KC, *decode.d_model_chunks(KC, DM), fused=True, rows=1)  # as TritonStep launches them
 
@@ -68,6 +73,23 @@ def out_kernel_args(block: int) -> dict:
     )
 
 
+def head_kernel_args(block_v: int) -> dict:
+    f32, bf16 = Ptr("*fp32"), Ptr("*bf16")
+    chunk, n_chunks = decode.d_model_chunks(KC, DM)
+    return dict(
+        X=f32, stride_xb=DM, NORM_W=bf16, W=bf16, stride_w=DM, LOGITS=f32, stride_lb=VOCAB, PMAX=f32,
+        PIDX=Ptr("*i32"), n_vblocks=-(-VOCAB // block_v), n_rows=1, V=VOCAB, eps=1e-5, DM=DM, BLOCK_V=block_v,
+        PDL=True, CH=chunk, NCH=n_chunks,
+    )
+
+
+KERNELS = {
+    "in": (decode._mamba_in_kernel, in_kernel_args),
+    "out": (decode._mamba_out_kernel, out_kernel_args),
+    "head": (decode._head_kernel, head_kernel_args),
+}
+
+
 def compile_sm90(fn, args: dict, num_warps: int):
     """``fn`` compiled for sm_90 with ``args`` (values, or Ptr for pointers); defaults fill the rest."""
     signature, constants, attrs = {}, {}, {}
@@ -89,13 +111,28 @@ def compile_sm90(fn, args: dict, num_warps: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
-def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = None) -> collections.Counter:
-    """Opcode counts of the SASS after the PDL wait (``ACQBULK``) of one fused layer kernel."""
-    fn, args = {
-        "in": (decode._mamba_in_kernel, in_kernel_args),
-        "out": (decode._mamba_out_kernel, out_kernel_args),
-    }[kernel]
-    sass = compile_sm90(fn, args(block) | (extra or {}), num_warps).asm["sass"]
+def compile_kernel(kernel: str, block: int, num_warps: int, extra: dict | None = None):
+    """One fused kernel ("in", "out" or "head"; block: channels, or the head's vocabulary rows)."""
+    fn, args = KERNELS[kernel]
+    switches = {p.name for p in fn.params if p.is_constexpr}
+    if set(extra or {}) - switches:
+        raise KeyError(f"not a compile-time switch of the {kernel}-kernel: {sorted(set(extra) - switches)}")
+    return compile_sm90(fn, args(block) | (extra or {}), num_warps)
+
+
+def registers(compiled) -> int:
+    """Registers per thread of a compiled kernel (``cuobjdump -res-usage``, shipped with Triton)."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"REG:(\d+)", out).group(1))
+
+
+def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = None, compiled=None) -> collections.Counter:
+    """Opcode counts of the SASS after the PDL wait (``ACQBULK``) of one fused kernel."""
+    sass = (compiled or compile_kernel(kernel, block, num_warps, extra)).asm["sass"]
     counts: collections.Counter = collections.Counter()
     seen_wait = False
     for line in sass.splitlines():
@@ -119,16 +156,21 @@ def summary(counts: collections.Counter) -> str:
 
 
 def main(specs: list[str]) -> int:
-    specs = specs or [f"in:{KC.block_d_in}:{KC.num_warps_in}", f"out:{KC.block_d_out}:{KC.num_warps_out}"]
+    specs = specs or [
+        f"in:{KC.block_d_in}:{KC.num_warps_in}", f"out:{KC.block_d_out}:{KC.num_warps_out}",
+        f"head:{KC.block_v}:{KC.num_warps_fused}",
+    ]
     for spec in specs:
         try:
             kernel, block, warps, *switches = spec.split(":")
             extra = {k: int(v) for k, v in (sw.split("=") for sw in switches)}
-            counts = after_wait(kernel, int(block), int(warps), extra)
+            compiled = compile_kernel(kernel, int(block), int(warps), extra)
         except (ValueError, KeyError):
-            print(f"bad spec {spec!r}: use in|out:CHANNELS:WARPS[:SWITCH=0|1...], e.g. out:32:8 or in:32:4:PIN=0", file=sys.stderr)
+            print(f"bad spec {spec!r}: use in|out|head:BLOCK:WARPS[:SWITCH=0|1...], e.g. out:32:8 or in:32:4:PIN=0", file=sys.stderr)
             return 2
-        print(f"{kernel}-kernel, {block} channels x {warps} warps, after the PDL wait: {summary(counts)}")
+        unit = "vocabulary rows" if kernel == "head" else "channels"
+        print(f"{kernel}-kernel, {block} {unit} x {warps} warps, {registers(compiled)} registers per thread; "
+              f"after the PDL wait: {summary(after_wait(kernel, int(block), int(warps), compiled=compiled))}")
     return 0
 
 

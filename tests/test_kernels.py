@@ -173,7 +173,8 @@ def test_fused_chunk_must_cover_d_model_in_four_powers_of_two(K):
 
 
 @pytest.mark.parametrize(
-    "kernel,block,warps,max_barriers", [("in", 32, 4, 14), ("in", 32, 8, 14), ("out", 32, 4, 24), ("out", 32, 8, 24)]
+    "kernel,block,warps,max_barriers",
+    [("in", 32, 4, 14), ("in", 32, 8, 14), ("out", 32, 4, 24), ("out", 32, 8, 24), ("head", 16, 4, 20)],
 )
 def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, fresh_python, kernel, block, warps, max_barriers):
     """The compiled sm_90 code after the PDL wait (benchmarks/kernel_sass.py): the weight tiles stay
@@ -181,14 +182,28 @@ def test_fused_kernels_keep_weight_tiles_out_of_shared_memory(K, fresh_python, k
     to the layout of y, it went through shared memory with ldmatrix in 16 rounds of two block
     barriers (39 barriers in all), the longest part of the out-kernel's serial chain; and where
     in_proj's tiles are not multiplied by the norm's weight before the wait (``pin``), converting
-    that weight to the tiles' layout after it takes 11 more barriers (23 in all)."""
+    that weight to the tiles' layout after it takes 11 more barriers (23 in all). The head keeps
+    its tiles in bf16 (unpinned: 17 barriers), and no thread of any of them may spill."""
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    code = f"import json, kernel_sass; print(json.dumps(kernel_sass.after_wait({kernel!r}, {block}, {warps})))"
-    counts = json.loads(fresh_python(code, cwd=bench, timeout=300).splitlines()[-1])
+    code = (
+        "import json, kernel_sass as k\n"
+        f"c = k.compile_kernel({kernel!r}, {block}, {warps})\n"
+        f"print(json.dumps([k.registers(c), k.after_wait({kernel!r}, {block}, {warps}, compiled=c)]))"
+    )
+    regs, counts = json.loads(fresh_python(code, cwd=bench, timeout=300).splitlines()[-1])
     counts.setdefault("LDSM", 0)
+    assert 0 < regs <= 255, regs
     assert counts["LDSM"] <= 2, counts  # (the small vectors' own conversions may use one)
     assert 0 < counts["BAR"] <= max_barriers, counts
-    assert counts.get("REDG", 0) >= 1 and counts["ACQBULK"] == 1, counts
+    assert counts["ACQBULK"] == 1 and counts.get("LDL", 0) == counts.get("STL", 0) == 0, counts
+    assert counts.get("REDG", 0) >= (kernel != "head"), counts
+
+
+def test_kernel_sass_rejects_a_bad_spec(fresh_python):
+    """A switch that is not a compile-time one (here a pointer) is a usage error, not a traceback."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    out = fresh_python("import kernel_sass as k; print(k.main(['head:16:4:X=1']))", cwd=bench, timeout=300)
+    assert out.splitlines()[-1] == "2"
 
 
 # ---------------------------------------------------------------------------- whole step

@@ -618,34 +618,36 @@ if HAS_TRITON:
     def _head_kernel(
         X, stride_xb, NORM_W, W, stride_w, LOGITS, stride_lb, PMAX, PIDX, n_vblocks, n_rows, V, eps,
         DM: tl.constexpr, BLOCK_V: tl.constexpr, PDL: tl.constexpr,
-        CH: tl.constexpr = 256, NCH: tl.constexpr = 1, PIN: tl.constexpr = False,
+        CH: tl.constexpr = 256, NCH: tl.constexpr = 1,
     ):
         """(fused mode) logits = lm_head(RMSNorm_f(x)) in float32, with each block's (max, argmax).
-        Shaped as the in-kernel's in_proj: d_model in NCH chunks of CH columns (no padding, each
-        row's reduction within a warp), x in the tile's shape, the norm's scale on the sums."""
+        Shaped as the in-kernel's in_proj: d_model in NCH chunks of CH columns (768 is not padded
+        to 1,024, and each row's reduction stays within a warp), x in the tiles' shape, the norm's
+        scale on the sums. The tiles stay bf16 until after the wait (pinned, as the layers' are, they
+        would take 127 registers per thread against 105, and measured no faster)."""
         pid = tl.program_id(0)
         offs_v = pid * BLOCK_V + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
-        w0, _wb0, nw0 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 0, DM, 0, CH, False, PIN)
+        w0, _wb0, nw0 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 0, DM, 0, CH, False, False)
         if NCH > 1:
-            w1, _wb1, nw1 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 1, DM, 0, CH, False, PIN)
+            w1, _wb1, nw1 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 1, DM, 0, CH, False, False)
         if NCH > 2:
-            w2, _wb2, nw2 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 2, DM, 0, CH, False, PIN)
+            w2, _wb2, nw2 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 2, DM, 0, CH, False, False)
         if NCH > 3:
-            w3, _wb3, nw3 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 3, DM, 0, CH, False, PIN)
+            w3, _wb3, nw3 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 3, DM, 0, CH, False, False)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(0, n_rows):
             xrow = X + b * stride_xb
-            ss, pa, _pb = _in_chunk(xrow, w0, w0, nw0, 0, DM, CH, False, PIN)
+            ss, pa, _pb = _in_chunk(xrow, w0, w0, nw0, 0, DM, CH, False, False)
             if NCH > 1:
-                s1, a1, _pb1 = _in_chunk(xrow, w1, w1, nw1, 1, DM, CH, False, PIN)
+                s1, a1, _pb1 = _in_chunk(xrow, w1, w1, nw1, 1, DM, CH, False, False)
                 ss, pa = ss + s1, pa + a1
             if NCH > 2:
-                s2, a2, _pb2 = _in_chunk(xrow, w2, w2, nw2, 2, DM, CH, False, PIN)
+                s2, a2, _pb2 = _in_chunk(xrow, w2, w2, nw2, 2, DM, CH, False, False)
                 ss, pa = ss + s2, pa + a2
             if NCH > 3:
-                s3, a3, _pb3 = _in_chunk(xrow, w3, w3, nw3, 3, DM, CH, False, PIN)
+                s3, a3, _pb3 = _in_chunk(xrow, w3, w3, nw3, 3, DM, CH, False, False)
                 ss, pa = ss + s3, pa + a3
             r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_V,), every row the same
             logits = tl.sum(pa, axis=1) * r  # (BLOCK_V,)
@@ -705,7 +707,6 @@ class KernelConfig:
     split_z: bool = True  # fused: in_proj's x and z rows in separate blocks of the in-kernel
     pin: bool = True  # fused: weights converted to float32 (in_proj's times the norm's) before the wait
     launch_early: bool = True  # fused: the layer kernels let the next kernel start before their own wait
-    head_pin: bool = False  # fused head: its tiles float32 and times the norm's weight before the wait
 
 
 def _pdl_supported(device: torch.device) -> bool:
@@ -937,7 +938,7 @@ class TritonStep:
                 _head_kernel, (nvb,),
                 x, x.stride(0), self.norm_f.weight, self.head_w, self.head_w.stride(0), logits, logits.stride(0),
                 pmax, pidx, nvb, B, self.V, self.eps,
-                DM=DM, BLOCK_V=bv, CH=self.chunk, NCH=self.n_chunks, PIN=self.kc.head_pin, num_warps=self.kc.num_warps_fused,
+                DM=DM, BLOCK_V=bv, CH=self.chunk, NCH=self.n_chunks, num_warps=self.kc.num_warps_fused,
             )
             fb = feedback if feedback is not None else nxt
             self.launch(_pick_kernel, (B,), pmax, pidx, nvb, nxt, fb, NB_PAD=_next_pow2(nvb), num_warps=4)
