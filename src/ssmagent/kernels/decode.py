@@ -61,7 +61,8 @@ weights are converted to float32 before the wait, in_proj's already multiplied b
 weight (``pin``: ``_pin`` keeps the compiler from moving that work to after the wait, where the
 weights are used); and where a small vector meets a weight tile it is passed through
 ``_relayout`` so that the compiler converts the vector, not the tile (``benchmarks/kernel_sass.py``
-shows the compiled code after the wait).
+shows the compiled code after the wait). The head (lm_head and the greedy pick's per-block
+maxima) reuses in_proj's chunked loads and sums, with its tiles left in bf16 until after the wait.
 
 In-place updates (the conv window's shift, the SSM state, the residual) put a block barrier
 between their loads and stores: Triton may hand an element's load and the store that overwrites
