@@ -120,14 +120,15 @@ def compile_kernel(kernel: str, block: int, num_warps: int, extra: dict | None =
     return compile_sm90(fn, args(block) | (extra or {}), num_warps)
 
 
-def registers(compiled) -> int:
-    """Registers per thread of a compiled kernel (``cuobjdump -res-usage``, shipped with Triton)."""
+def resources(compiled) -> dict[str, int]:
+    """A compiled kernel's resources per thread (``cuobjdump -res-usage``, shipped with Triton):
+    REG registers, STACK bytes (non-zero where registers spill), ..."""
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
         out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"REG:(\d+)", out).group(1))
+    return {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", out.splitlines()[-1])}
 
 
 def after_wait(kernel: str, block: int, num_warps: int, extra: dict | None = None, compiled=None) -> collections.Counter:
@@ -169,7 +170,8 @@ def main(specs: list[str]) -> int:
             print(f"bad spec {spec!r}: use in|out|head:BLOCK:WARPS[:SWITCH=0|1...], e.g. out:32:8 or in:32:4:PIN=0", file=sys.stderr)
             return 2
         unit = "vocabulary rows" if kernel == "head" else "channels"
-        print(f"{kernel}-kernel, {block} {unit} x {warps} warps, {registers(compiled)} registers per thread; "
+        res = resources(compiled)
+        print(f"{kernel}-kernel, {block} {unit} x {warps} warps, {res['REG']} registers and {res['STACK']} bytes of stack per thread; "
               f"after the PDL wait: {summary(after_wait(kernel, int(block), int(warps), compiled=compiled))}")
     return 0
 
