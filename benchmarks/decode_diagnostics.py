@@ -4,12 +4,14 @@
     python benchmarks/decode_diagnostics.py modes   # fused vs split mode at batches 2-64 (fuse_max_batch)
     python benchmarks/decode_diagnostics.py l2      # the step with the layers' weights resident in L2
     python benchmarks/decode_diagnostics.py floor   # what a chain of 48 PDL kernels costs at the least
+    python benchmarks/decode_diagnostics.py split   # where a split-mode step at batch 256 goes, kernel by kernel
     python benchmarks/decode_diagnostics.py step    # three eager steps, for a profiler:
     ncu --clock-control none -k regex:_mamba_ --launch-skip 60 --launch-count 3 \\
         --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \\
         --section MemoryWorkloadAnalysis python benchmarks/decode_diagnostics.py step
 
-All but ``floor`` on paper-130m with the 50,280 vocabulary in bf16 at batch 1, random weights. ``step`` runs
+All but ``floor`` on paper-130m with the 50,280 vocabulary in bf16, random weights, at batch 1
+(``split``: 256). ``step`` runs
 the kernels one by one without PDL, so a profiler sees each kernel on its own (with ncu's
 ``--launch-skip 60``: three layer kernels in the middle of the second step).
 """
@@ -127,22 +129,22 @@ def graph_replay_us(launch) -> float:
     return time_graph(graph.replay, torch.device("cuda")) * 1e6
 
 
-def eager_step(model, kernel_config):
-    """(TritonStep, step): one batch-1 eager step of ``model`` through the Triton kernels per
-    ``step()`` call, from a zero state, token 0."""
+def eager_step(model, kernel_config, batch: int = 1):
+    """(TritonStep, step): one eager step of ``model`` through the Triton kernels per ``step()``
+    call, from a zero state, token 0 in every row."""
     from ssmagent.kernels.decode import TritonStep
 
     st = TritonStep(model, kernel_config)
-    state = model.allocate_state(1)
+    state = model.allocate_state(batch)
     conv, ssm = state.conv_state.transpose(-1, -2), state.ssm_state.transpose(-1, -2)
-    tok = torch.zeros(1, dtype=torch.long, device="cuda")
+    tok = torch.zeros(batch, dtype=torch.long, device="cuda")
     return st, lambda: st.run(tok, conv, ssm)
 
 
-def kernel_device_times(model, kernel_config, steps: int = 5) -> tuple[dict[str, float], object]:
+def kernel_device_times(model, kernel_config, steps: int = 5, batch: int = 1) -> tuple[dict[str, float], object]:
     """Device µs per call of each kernel of an eager step (torch profiler, after 3 warm-up steps),
     and the TritonStep."""
-    st, step = eager_step(model, kernel_config)
+    st, step = eager_step(model, kernel_config, batch)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -151,6 +153,37 @@ def kernel_device_times(model, kernel_config, steps: int = 5) -> tuple[dict[str,
             step()
         torch.cuda.synchronize()
     return {e.key: e.device_time_total / max(e.count, 1) for e in prof.key_averages() if e.device_time_total > 0}, st
+
+
+def split() -> None:
+    """Where a split-mode step at batch 256 goes: each kernel's device µs per step (torch profiler,
+    eager, no PDL, so each kernel runs alone) against the bytes it must move at the copy bandwidth."""
+    from ssmagent.bench.decode import copy_bandwidth
+    from ssmagent.kernels.decode import KernelConfig
+
+    batch, dev = 256, torch.device("cuda")
+    model = make_model("paper-130m", 50280, torch.bfloat16, dev)
+    steps = 5
+    _, run = eager_step(model, KernelConfig(pdl=False), batch)
+    for _ in range(3):  # compiles, and warms the caches
+        run()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run()
+        torch.cuda.synchronize()
+    rows = sorted(((e.device_time_total / steps, e.count // steps, e.key) for e in prof.key_averages() if e.device_time_total > 0), reverse=True)
+    total = sum(r[0] for r in rows)
+    bw = copy_bandwidth(dev)
+    c = model.cfg
+    L, DI, N, K, DM = c.n_layer, c.d_inner, c.d_state, c.d_conv, c.d_model
+    ssm_bytes = 2 * batch * N * DI * 4 * L  # the SSM state, float32, read and written by the out-kernels
+    conv_bytes = 2 * batch * (K - 1) * DI * 2 * L  # the conv window, bf16, read and written by the in-kernels
+    print(f"paper-130m, vocabulary 50,280, bf16, batch {batch}, split mode, eager (no PDL); copy bandwidth {bw / 1e9:,.0f} GB/s")
+    print(f"{'µs/step':>9} {'share':>6} {'calls':>5}  kernel")
+    for us, calls, key in rows:
+        print(f"{us:9.1f} {us / total:6.1%} {calls:5d}  {key[:110]}")
+    print(f"{total:9.1f} in all; the states alone move in {ssm_bytes / bw * 1e6:.1f} µs (SSM) + {conv_bytes / bw * 1e6:.1f} µs (conv) at the copy bandwidth")
 
 
 def step() -> None:
@@ -163,7 +196,7 @@ def step() -> None:
 
 
 if __name__ == "__main__":
-    modes = {"sweep": sweep, "modes": modes, "l2": l2, "floor": floor, "step": step}
+    modes = {"sweep": sweep, "modes": modes, "l2": l2, "floor": floor, "split": split, "step": step}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         print(f"usage: python benchmarks/decode_diagnostics.py {{{','.join(modes)}}}", file=sys.stderr)
         raise SystemExit(2)
