@@ -697,8 +697,6 @@ class KernelConfig:
     block_v: int = 16  # fused head: vocabulary rows per block
     split_block_d: int = 64  # split mode: channels per block
     split_rows: int = 4  # split mode: batch rows per block
-    split_block_d_in: int | None = None  # split mode's in-kernel, where not split_block_d
-    split_rows_in: int | None = None  # split mode's in-kernel, where not split_rows
     num_warps_fused: int = 4  # fused kernels (in, out, head), unless overridden below
     num_warps_in: int | None = 4
     num_warps_out: int | None = 4
@@ -830,8 +828,8 @@ class TritonStep:
         nw, w_in, b_in, cw, cb, w_x = self.layers[i][:6]
         fused = x is not None
         kc, d = self.kc, self._dummy
-        block = kc.block_d_in if fused else (kc.split_block_d_in or kc.split_block_d)
-        rows = (kc.fused_rows or n_rows) if fused else (kc.split_rows_in or kc.split_rows)
+        block = kc.block_d_in if fused else kc.split_block_d
+        rows = (kc.fused_rows or n_rows) if fused else kc.split_rows
         warps = (kc.num_warps_in or kc.num_warps_fused) if fused else kc.num_warps_split
         split_z = fused and kc.split_z
         grid = (triton.cdiv(self.DI, block), triton.cdiv(n_rows, rows), 2 if split_z else 1)
