@@ -141,10 +141,9 @@ def eager_step(model, kernel_config, batch: int = 1):
     return st, lambda: st.run(tok, conv, ssm)
 
 
-def kernel_device_times(model, kernel_config, steps: int = 5, batch: int = 1) -> tuple[dict[str, float], object]:
-    """Device µs per call of each kernel of an eager step (torch profiler, after 3 warm-up steps),
-    and the TritonStep."""
-    st, step = eager_step(model, kernel_config, batch)
+def profiled_kernels(step, steps: int) -> list[tuple[str, float, int]]:
+    """(kernel, device µs in all, calls) over ``steps`` calls of ``step()``, after 3 that compile
+    and warm the caches (torch profiler)."""
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -152,7 +151,13 @@ def kernel_device_times(model, kernel_config, steps: int = 5, batch: int = 1) ->
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    return {e.key: e.device_time_total / max(e.count, 1) for e in prof.key_averages() if e.device_time_total > 0}, st
+    return [(e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0]
+
+
+def kernel_device_times(model, kernel_config, steps: int = 5) -> tuple[dict[str, float], object]:
+    """Device µs per call of each kernel of a batch-1 eager step, and the TritonStep."""
+    st, step = eager_step(model, kernel_config)
+    return {key: us / max(calls, 1) for key, us, calls in profiled_kernels(step, steps)}, st
 
 
 def split() -> None:
@@ -165,18 +170,11 @@ def split() -> None:
     model = make_model("paper-130m", 50280, torch.bfloat16, dev)
     steps = 5
     _, run = eager_step(model, KernelConfig(pdl=False), batch)
-    for _ in range(3):  # compiles, and warms the caches
-        run()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            run()
-        torch.cuda.synchronize()
-    rows = sorted(((e.device_time_total / steps, e.count // steps, e.key) for e in prof.key_averages() if e.device_time_total > 0), reverse=True)
+    rows = sorted(((us / steps, calls // steps, key) for key, us, calls in profiled_kernels(run, steps)), reverse=True)
     total = sum(r[0] for r in rows)
     bw = copy_bandwidth(dev)
     c = model.cfg
-    L, DI, N, K, DM = c.n_layer, c.d_inner, c.d_state, c.d_conv, c.d_model
+    L, DI, N, K = c.n_layer, c.d_inner, c.d_state, c.d_conv
     ssm_bytes = 2 * batch * N * DI * 4 * L  # the SSM state, float32, read and written by the out-kernels
     conv_bytes = 2 * batch * (K - 1) * DI * 2 * L  # the conv window, bf16, read and written by the in-kernels
     print(f"paper-130m, vocabulary 50,280, bf16, batch {batch}, split mode, eager (no PDL); copy bandwidth {bw / 1e9:,.0f} GB/s")
