@@ -338,6 +338,32 @@ if HAS_TRITON:
         return x * x, pa, pb
 
     @triton.jit
+    def _in_tiles(W_IN, NORM_W, rows, mask_r, stride, DM: tl.constexpr, DI: tl.constexpr, CH: tl.constexpr, NCH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
+        """``_in_weights`` of each of d_model's NCH chunks: a tuple of four (w_a, w_b, nw), in which
+        the chunks from NCH on repeat chunk 0 (unused: Triton has no tuples of a constexpr length)."""
+        t0 = _in_weights(W_IN, NORM_W, rows, mask_r, stride, 0, DM, DI, CH, BOTH, PIN)
+        t1 = t0
+        t2 = t0
+        t3 = t0
+        if NCH > 1:
+            t1 = _in_weights(W_IN, NORM_W, rows, mask_r, stride, 1, DM, DI, CH, BOTH, PIN)
+        if NCH > 2:
+            t2 = _in_weights(W_IN, NORM_W, rows, mask_r, stride, 2, DM, DI, CH, BOTH, PIN)
+        if NCH > 3:
+            t3 = _in_weights(W_IN, NORM_W, rows, mask_r, stride, 3, DM, DI, CH, BOTH, PIN)
+        return t0, t1, t2, t3
+
+    @triton.jit
+    def _in_sums(XROW, tiles, DM: tl.constexpr, CH: tl.constexpr, NCH: tl.constexpr, BOTH: tl.constexpr, PIN: tl.constexpr):
+        """``_in_chunk`` over d_model's NCH chunks (``_in_tiles``), summed in the tiles' shape:
+        (x², products with the first rows, with the z rows where BOTH); the caller reduces them."""
+        ss, pa, pb = _in_chunk(XROW, tiles[0][0], tiles[0][1], tiles[0][2], 0, DM, CH, BOTH, PIN)
+        for k in tl.static_range(1, NCH):
+            sk, ak, bk = _in_chunk(XROW, tiles[k][0], tiles[k][1], tiles[k][2], k, DM, CH, BOTH, PIN)
+            ss, pa, pb = ss + sk, pa + ak, pb + bk
+        return ss, pa, pb
+
+    @triton.jit
     def _conv_tail(
         b, xi, old, cbase, s_ck, offs_k, smask, cw, cb, XC, stride_xcb, offs_d, mask_d,
         wxp, offs_p, DBC, stride_dbcb, P: tl.constexpr, K: tl.constexpr, FUSED: tl.constexpr,
@@ -413,13 +439,7 @@ if HAS_TRITON:
             # chunks of CH columns: d_model 768 = 3 x 256 needs no padding, and a chunk's reduction
             # stays within a warp
             rows_a = offs_d + half * DI
-            w_a0, w_b0, nw0 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 0, DM, DI, CH, BOTH, PIN)
-            if NCH > 1:
-                w_a1, w_b1, nw1 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 1, DM, DI, CH, BOTH, PIN)
-            if NCH > 2:
-                w_a2, w_b2, nw2 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 2, DM, DI, CH, BOTH, PIN)
-            if NCH > 3:
-                w_a3, w_b3, nw3 = _in_weights(W_IN, NORM_W, rows_a, mask_d, stride_win, 3, DM, DI, CH, BOTH, PIN)
+            tiles = _in_tiles(W_IN, NORM_W, rows_a, mask_d, stride_win, DM, DI, CH, NCH, BOTH, PIN)
             if HAS_B_IN:
                 ba = _pin(tl.load(B_IN + rows_a, mask=mask_d, other=0.0).to(tl.float32), PIN)
                 if BOTH:
@@ -445,17 +465,7 @@ if HAS_TRITON:
             if not EARLY:
                 old = tl.load(cbase + (offs_k[:, None] + 1) * s_ck, mask=omask, other=0.0)
             if FUSED:  # RMSNorm's scale r multiplies the sums, so its reduction runs beside theirs
-                xrow = X + b * stride_xb
-                ss, pa, pb = _in_chunk(xrow, w_a0, w_b0, nw0, 0, DM, CH, BOTH, PIN)
-                if NCH > 1:
-                    s1, a1, b1 = _in_chunk(xrow, w_a1, w_b1, nw1, 1, DM, CH, BOTH, PIN)
-                    ss, pa, pb = ss + s1, pa + a1, pb + b1
-                if NCH > 2:
-                    s2, a2, b2 = _in_chunk(xrow, w_a2, w_b2, nw2, 2, DM, CH, BOTH, PIN)
-                    ss, pa, pb = ss + s2, pa + a2, pb + b2
-                if NCH > 3:
-                    s3, a3, b3 = _in_chunk(xrow, w_a3, w_b3, nw3, 3, DM, CH, BOTH, PIN)
-                    ss, pa, pb = ss + s3, pa + a3, pb + b3
+                ss, pa, pb = _in_sums(X + b * stride_xb, tiles, DM, CH, NCH, BOTH, PIN)
                 r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_D,), every row the same
                 xi = tl.sum(pa, axis=1) * r  # (BLOCK_D,): x, or with SPLIT_Z this block's half
                 if HAS_B_IN:
@@ -629,27 +639,11 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         offs_v = pid * BLOCK_V + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
-        w0, _wb0, nw0 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 0, DM, 0, CH, False, False)
-        if NCH > 1:
-            w1, _wb1, nw1 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 1, DM, 0, CH, False, False)
-        if NCH > 2:
-            w2, _wb2, nw2 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 2, DM, 0, CH, False, False)
-        if NCH > 3:
-            w3, _wb3, nw3 = _in_weights(W, NORM_W, offs_v, mask_v, stride_w, 3, DM, 0, CH, False, False)
+        tiles = _in_tiles(W, NORM_W, offs_v, mask_v, stride_w, DM, 0, CH, NCH, False, False)
         _pdl_wait(PDL)
         _pdl_launch(PDL)  # the next kernel may start (and prefetch its weights) now
         for b in range(0, n_rows):
-            xrow = X + b * stride_xb
-            ss, pa, _pb = _in_chunk(xrow, w0, w0, nw0, 0, DM, CH, False, False)
-            if NCH > 1:
-                s1, a1, _pb1 = _in_chunk(xrow, w1, w1, nw1, 1, DM, CH, False, False)
-                ss, pa = ss + s1, pa + a1
-            if NCH > 2:
-                s2, a2, _pb2 = _in_chunk(xrow, w2, w2, nw2, 2, DM, CH, False, False)
-                ss, pa = ss + s2, pa + a2
-            if NCH > 3:
-                s3, a3, _pb3 = _in_chunk(xrow, w3, w3, nw3, 3, DM, CH, False, False)
-                ss, pa = ss + s3, pa + a3
+            ss, pa, _pb = _in_sums(X + b * stride_xb, tiles, DM, CH, NCH, False, False)
             r = 1.0 / tl.sqrt(tl.sum(ss, axis=1) / DM + eps)  # (BLOCK_V,), every row the same
             logits = tl.sum(pa, axis=1) * r  # (BLOCK_V,)
             tl.store(LOGITS + b * stride_lb + offs_v, logits, mask=mask_v)
@@ -967,31 +961,26 @@ class TritonStep:
         return logits, nxt
 
 
-_MM_F32: str | None = None  # how this torch makes a float32 product of bf16 inputs: "out", "copy" or "linear"
+_MM_F32_OUT: bool | None = None  # whether this torch's mm takes out_dtype (and with it out=); found on first use
 
 
 def _linear_f32(h: Tensor, w: Tensor, out: Tensor) -> None:
     """out (float32) = h @ w.T; bf16 inputs accumulate in float32 and are written without rounding
-    to bf16 where torch supports ``out_dtype`` (so ties in greedy picks stay as rare as in fp32),
-    straight into ``out`` where it also takes ``out=``: at batch 256 the logits are 51 MB, and a
-    temporary's copy into ``out`` cost 33 µs of a 1.45 ms step (``decode_diagnostics.py split``)."""
-    global _MM_F32
+    to bf16 where torch's mm takes ``out_dtype`` (so ties in greedy picks stay as rare as in fp32),
+    straight into ``out`` (its ``mm.dtype_out`` overload comes with ``mm.dtype``): at batch 256 the
+    logits are 51 MB, and a temporary's copy into ``out`` cost 33 µs of a 1.45 ms step
+    (``decode_diagnostics.py split``)."""
+    global _MM_F32_OUT
     if h.dtype == torch.float32:
         torch.mm(h, w.t(), out=out)
         return
-    if h.is_cuda and _MM_F32 in (None, "out"):
+    if _MM_F32_OUT is not False and h.is_cuda:
         try:
             torch.mm(h, w.t(), out_dtype=torch.float32, out=out)
-            _MM_F32 = "out"
+            _MM_F32_OUT = True
             return
         except (TypeError, RuntimeError):
-            _MM_F32 = "copy"
-    if h.is_cuda and _MM_F32 == "copy":
-        try:
-            out.copy_(torch.mm(h, w.t(), out_dtype=torch.float32))
-            return
-        except (TypeError, RuntimeError):
-            _MM_F32 = "linear"
+            _MM_F32_OUT = False
     out.copy_(F.linear(h, w))
 
 
